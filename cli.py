@@ -1,0 +1,153 @@
+"""graphspec: validate, compile, train, decode and draw sequence models written as YAML specs.
+
+Spec errors print as `file:line:col: message` and exit with code 2; no traceback, ever, for
+bad input. Only the verbs that run a model import runtime/ (and so numba).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_SPEC = 2
+
+
+def _fail(msg: str, code: int = EXIT_SPEC):
+    print(msg, file=sys.stderr)
+    return code
+
+
+def _lengths(args, g) -> dict:
+    out = {}
+    for item in args.len or []:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            out[k] = int(v)
+        else:
+            out.update({a: int(item) for a in g.axes})
+    return out
+
+
+# ---------------------------------------------------------------- front-end verbs
+def cmd_validate(args):
+    import graphspec
+    bad = 0
+    for path in args.specs:
+        try:
+            g = graphspec.load(path)
+        except graphspec.SpecError as e:
+            print(e, file=sys.stderr)
+            bad += 1
+            continue
+        n = sum(not x.is_leaf for x in g.nodes.values())
+        print(f"{path}: OK ({n} step nodes, {len(g.params())} params, axes: {', '.join(g.axes) or 'none'})")
+    return EXIT_SPEC if bad else 0
+
+
+def _bind_for(g, args) -> dict:
+    """Dims bound from data: a placeholder size lets compile run without the data."""
+    bind = {}
+    for item in getattr(args, "bind", None) or []:
+        k, v = item.split("=", 1)
+        bind[k] = int(v)
+    for k, v in g.dims.items():
+        if isinstance(v, str) and k not in bind:
+            bind[k] = 64
+    return bind
+
+
+def cmd_compile(args):
+    import graphspec
+    from graphspec.compile import compile_graph, memory_estimate
+    g = graphspec.load(args.spec)
+    bind = _bind_for(g, args)
+    if bind:
+        g = graphspec.load(args.spec, bind=bind)
+    lengths = _lengths(args, g)
+    plan = compile_graph(g, lengths, args.batch)
+    if args.plan:
+        print(plan.listing())
+        return 0
+    s = plan.stats
+    unbound = [k for k, v in graphspec.load(args.spec).dims.items() if isinstance(v, str)]
+    print(f"{args.spec}: {g.name}")
+    if unbound:
+        print(f"  dims from data, shown at a placeholder: {', '.join(f'{k}={bind[k]}' for k in unbound)}")
+    print(f"  batch {plan.batch}, lengths: {', '.join(f'{k}={v}' for k, v in plan.lengths.items()) or 'none'}")
+    print(f"  params: {plan.param_count():,} learnable in {sum(b.learn for b in plan.params())} tensors"
+          + "".join(f"\n    {b.name:24} {'x'.join(map(str, b.shape)):>12}{'' if b.learn else '  (fixed)'}"
+                    for b in plan.params()))
+    print(f"  step nodes: {s['step nodes']}  (after dead-node elimination: {s['after dead-node elimination']})")
+    print(f"  unrolled nodes: {s['unrolled nodes']}")
+    print(f"  plan ops: {s['plan ops before hoisting']} one per node and step -> {s['plan ops']} after hoisting "
+          f"{s['hoisted nodes']} nodes out of the loops")
+    print(f"  activation memory: {memory_estimate(plan) / 2**20:.2f} MiB (float32 values and gradients)")
+    return 0
+
+
+def cmd_render(args):
+    import yaml
+    import graphspec
+    from graphspec.render import render
+    g = graphspec.load(args.spec)
+    print(yaml.safe_dump(render(g), sort_keys=False, width=100), end="")
+    return 0
+
+
+def cmd_schema(args):
+    from graphspec.schema import schema
+    print(json.dumps(schema(), indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------- dispatch
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
+
+    s = sub.add_parser("validate", help="check specs; an OK line per file, or the errors")
+    s.add_argument("specs", nargs="+")
+    s.set_defaults(fn=cmd_validate)
+
+    s = sub.add_parser("compile", help="compile a spec and summarise (or print) the plan")
+    s.add_argument("spec")
+    s.add_argument("--len", action="append", metavar="T|AXIS=T", help="sequence length (per axis: src=12)")
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--bind", action="append", metavar="DIM=N", help="a dim the data would bind (V=60)")
+    s.add_argument("--plan", action="store_true", help="print the plan, one equation a line")
+    s.set_defaults(fn=cmd_compile)
+
+    s = sub.add_parser("render", help="print the spec fully expanded, every default filled in")
+    s.add_argument("spec")
+    s.set_defaults(fn=cmd_render)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of specs")
+    s.set_defaults(fn=cmd_schema)
+
+    try:
+        from runtime.commands import register
+    except ImportError:       # runtime/ missing its dependencies: front-end verbs still work
+        register = None
+    if register is not None:
+        register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    import graphspec
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except graphspec.SpecError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+    except graphspec.UserError as e:
+        return _fail(f"graphspec: {e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

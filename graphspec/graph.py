@@ -1,0 +1,283 @@
+"""The step graph: every node written once per time step, edges carrying delays.
+
+This is the folded (cyclic) view of a model. `lang.py` builds it from a spec; `infer()` fills in
+each node's axis and row type; `unroll.py` and `compile.py` take it from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import Loc, Problems, SpecError, did_you_mean
+from .ops import ANY, REGISTRY, MatTy, ShapeError, Ty
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A read of node `node`: at step t - delay of its axis ('step'), or its final value
+    ('last'), its first ('first'), or every step at once ('all', for attention)."""
+    node: str
+    delay: int = 0
+    mode: str = "step"
+
+    def __str__(self) -> str:
+        if self.mode != "step":
+            return f"{self.mode}({self.node})"
+        if self.delay == 0:
+            return self.node
+        return f"{self.node}[t{'-' if self.delay > 0 else '+'}{abs(self.delay)}]"
+
+
+# Node kinds that are not registry ops.
+LEAVES = ("input", "param", "const")
+
+
+@dataclass
+class Node:
+    name: str
+    op: str                        # a registry op, or one of LEAVES
+    args: list = field(default_factory=list)      # Operands
+    attrs: dict = field(default_factory=dict)
+    loc: Optional[Loc] = None
+    init: Optional[Operand] = None  # value of delayed reads before the first step (None: zeros)
+    axis: Optional[str] = None
+    ty: Optional[Ty] = None
+    declared_axis: Optional[str] = None
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in LEAVES
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: dict = field(default_factory=dict)       # name -> Node, in definition order
+    losses: list = field(default_factory=list)      # node names
+    outputs: dict = field(default_factory=dict)     # output name -> Operand
+    masks: dict = field(default_factory=dict)       # axis -> mask node name
+    axes: list = field(default_factory=list)
+    dims: dict = field(default_factory=dict)
+    user_nodes: list = field(default_factory=list)  # names the user wrote (for drawing)
+    data: dict = field(default_factory=dict)        # the spec's data section
+    train: dict = field(default_factory=dict)
+    aliases: dict = field(default_factory=dict)     # user name -> Operand it stands for
+
+    def add(self, node: Node) -> Node:
+        self.nodes[node.name] = node
+        return node
+
+    def params(self):
+        return [n for n in self.nodes.values() if n.op == "param"]
+
+    def consumers(self):
+        out = {n: [] for n in self.nodes}
+        for n in self.nodes.values():
+            for a in n.args:
+                out[a.node].append(n.name)
+            if n.init is not None:
+                out[n.init.node].append(n.name)
+        return out
+
+
+# ---------------------------------------------------------------- inference
+def operand_ty(g: Graph, a: Operand) -> Optional[Ty]:
+    n = g.nodes[a.node]
+    if n.ty is None:
+        return None
+    if a.mode == "all":
+        return Ty(n.ty.feat, n.axis, n.ty.dtype)
+    return n.ty
+
+
+def _axis_of(g: Graph, a: Operand) -> Optional[str]:
+    return g.nodes[a.node].axis if a.mode == "step" else None
+
+
+def infer(g: Graph) -> None:
+    """Fill in axes, then types, reporting every problem found (SpecError)."""
+    probs = Problems()
+    _infer_axes(g, probs)
+    probs.raise_if_any()
+    _infer_types(g, probs)
+    probs.raise_if_any()
+
+
+def _infer_axes(g: Graph, probs: Problems):
+    changed = True
+    while changed:
+        changed = False
+        for n in g.nodes.values():
+            if n.is_leaf:
+                continue
+            axes = {_axis_of(g, a) for a in n.args} - {None}
+            if n.declared_axis:
+                axes.add(n.declared_axis)
+            if len(axes) == 1 and n.axis is None:
+                n.axis = axes.pop()
+                changed = True
+    for n in g.nodes.values():
+        if n.is_leaf:
+            continue
+        axes = sorted({_axis_of(g, a) for a in n.args} - {None} | ({n.declared_axis} - {None}))
+        if len(axes) > 1:
+            probs.add(n.loc, f"node '{_shown(n.name)}' mixes steps of axes {' and '.join(axes)}; "
+                             f"read across axes with last(x) or all(x)")
+        for a in n.args:
+            if a.mode == "step" and a.delay != 0 and g.nodes[a.node].axis is None:
+                target = g.nodes[a.node]
+                what = "an input" if target.op == "input" else "a param" if target.op == "param" else "a static node"
+                probs.add(n.loc, f"{a}: '{_shown(a.node)}' is {what} with no time axis; "
+                                 f"only nodes that vary over t can be read at t-k")
+            if a.mode in ("last", "first", "all") and g.nodes[a.node].axis is None:
+                probs.add(n.loc, f"{a.mode}({_shown(a.node)}): '{_shown(a.node)}' has no time axis to read across")
+
+
+def _shown(name: str) -> str:
+    """Intermediate nodes are named node#k; errors name the node the user wrote."""
+    return name.split("#")[0]
+
+
+def _concat_rule(ts, attrs):
+    """concat(a, b, ...) joins features; lowered to one `place` per part."""
+    for t in ts:
+        if t.seq is not None:
+            raise ShapeError(f"concat: {t} spans an axis; concat joins one vector per step")
+    if any(t.feat == ANY for t in ts):
+        return Ty(ANY)
+    if any(isinstance(t.feat, str) for t in ts):
+        return Ty("+".join(str(t.feat) for t in ts))
+    return Ty(sum(t.feat for t in ts))
+
+
+def shape_rule(op: str):
+    return _concat_rule if op == "concat" else REGISTRY[op].shape
+
+
+def _prepare(g: Graph, n: Node, ts) -> bool:
+    """Fill in what lowering left open once operand types are known: split widths, CBOW
+    window widths, the masks of losses and attention. False if it must wait."""
+    if n.op == "take" and n.attrs["width"] < 0:
+        k, feat = -n.attrs["width"], ts[0].feat
+        if not isinstance(feat, int):
+            return False
+        if feat % k:
+            raise ShapeError(f"split: size {feat} of '{_shown(n.args[0].node)}' does not divide into {k} parts")
+        n.attrs["col"], n.attrs["width"] = n.attrs["col"] * (feat // k), feat // k
+    if n.op == "embed_mean" and n.attrs["width"] < 0:
+        if not isinstance(ts[1].feat, int):
+            return False
+        n.attrs["width"] = ts[1].feat
+    if n.op in ("cross_entropy", "mse") and len(n.args) == 2:
+        axis = g.nodes[n.args[0].node].axis if n.args[0].mode == "step" else None
+        n.args.append(Operand(g.masks[axis]) if axis in g.masks else _ones(g))
+    if n.op == "tsoftmax" and len(n.args) == 1:
+        seq = ts[0].seq
+        if seq is None:
+            return False
+        if seq not in g.masks:
+            raise ShapeError(f"tsoftmax: axis {seq} has no mask")
+        n.args.append(Operand(g.masks[seq], 0, "all"))
+    return True
+
+
+def _ones(g: Graph) -> Operand:
+    if "const:1" not in g.nodes:
+        g.add(Node("const:1", "const", ty=Ty(1), attrs={"value": 1.0}))
+    return Operand("const:1")
+
+
+def _param_shape(g: Graph, n: Node):
+    shape = []
+    for s in n.attrs["shape"]:
+        if isinstance(s, tuple):            # ('in', operand) inside a block
+            t = operand_ty(g, s[1])
+            if t is None or t.feat == ANY:
+                return None
+            s = t.feat
+        shape.append(s)
+    n.attrs["shape"] = shape
+    return Ty(1) if not shape else Ty(shape[0]) if len(shape) == 1 else MatTy(shape[1], seq_rows=shape[0])
+
+
+def _infer_types(g: Graph, probs: Problems):
+    pending = [n for n in g.nodes.values() if n.ty is None]
+    for _ in range(len(pending) + 2):
+        progress = False
+        for n in pending:
+            if n.ty is not None and ANY not in (n.ty.feat,):
+                continue
+            if n.op == "param":
+                n.ty = _param_shape(g, n)
+                progress |= n.ty is not None
+                continue
+            ts = [operand_ty(g, a) or Ty(ANY) for a in n.args]
+            try:
+                if not _prepare(g, n, ts):
+                    continue
+                ts = [operand_ty(g, a) or Ty(ANY) for a in n.args]
+                ty = shape_rule(n.op)(ts, n.attrs)
+            except ShapeError:
+                continue     # may succeed once more sizes are known; the final pass reports it
+            except (TypeError, AttributeError, ValueError):
+                continue
+            if ty is not None and ty != n.ty:
+                n.ty = ty
+                progress = True
+        if not progress:
+            break
+    for n in g.nodes.values():
+        if n.is_leaf:
+            continue
+        ts = [operand_ty(g, a) for a in n.args]
+        if any(t is None or t.feat == ANY for t in ts):
+            continue        # reported below for the node that could not be inferred
+        try:
+            if not _prepare(g, n, ts):
+                raise ShapeError(f"{n.op}: cannot infer its operands' sizes")
+            ts = [operand_ty(g, a) for a in n.args]
+            n.ty = shape_rule(n.op)(ts, n.attrs)
+        except ShapeError as e:
+            probs.add(n.loc, f"{e} (in node '{_shown(n.name)}')")
+            n.ty = n.ty or Ty(ANY)
+            continue
+        want_types = "f" * len(ts) if n.op == "concat" else REGISTRY[n.op].inputs
+        for a, t, want in zip(n.args, ts, want_types):
+            if t.dtype != want:
+                kind = "token ids" if t.dtype == "i" else "real values"
+                need = "token ids" if want == "i" else "real values"
+                probs.add(n.loc, f"{n.op}: operand '{_shown(a.node)}' holds {kind} but {need} are needed here"
+                          + (" (look up an embedding first: E[x])" if t.dtype == "i" else ""))
+    if not probs.items:
+        for n in g.nodes.values():
+            if n.ty is None or n.ty.feat == ANY:
+                probs.add(n.loc, f"cannot infer the size of node '{_shown(n.name)}'")
+
+
+def check_cycles(g: Graph) -> None:
+    """A cycle whose every edge has delay 0 can never be computed: name it."""
+    import networkx as nx
+    dg = nx.DiGraph()
+    for n in g.nodes.values():
+        for a in n.args:
+            if a.mode == "step" and a.delay == 0:
+                dg.add_edge(a.node, n.name)
+    probs = Problems()
+    seen = set()
+    for comp in nx.strongly_connected_components(dg):
+        if len(comp) == 1 and not dg.has_edge(next(iter(comp)), next(iter(comp))):
+            continue
+        cyc = nx.find_cycle(dg.subgraph(comp))
+        names = [_shown(u) for u, _ in cyc]
+        # collapse runs through intermediates of one node (a#1 -> a)
+        path = [x for i, x in enumerate(names) if i == 0 or x != names[i - 1]]
+        if len(path) > 1 and path[0] == path[-1]:
+            path.pop()
+        key = frozenset(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        first = min((g.nodes[u] for u, _ in cyc), key=lambda n: (n.loc.line, n.loc.col) if n.loc else (0, 0))
+        probs.add(first.loc, f"cycle with no delay: {' -> '.join(path + [path[0]])}; "
+                             f"one of these reads must be from an earlier step, e.g. {path[-1]}[t-1]")
+    probs.raise_if_any()

@@ -1,0 +1,40 @@
+"""Front door: a spec file (or text) -> a checked, typed step graph."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .graph import Graph, check_cycles, infer
+from .lang import Builder
+from .loader import Located, load_file, load_text
+from .schema import check_spec
+
+
+# What a spec's train section means when it says nothing (graphspec render shows them filled in).
+TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 0.003, "schedule": "constant", "decay": 0.5, "decay_every": 1000,
+                  "momentum": 0.9, "weight_decay": 0.0, "clip": 5.0, "batch": 32, "steps": 1000, "seed": 0,
+                  "eval_every": 100, "len": {}, "target": {}}
+
+
+def train_config(g) -> dict:
+    cfg = dict(TRAIN_DEFAULTS)
+    cfg.update(g.train or {})
+    return cfg
+
+
+def read(path: str, text: Optional[str] = None) -> Located:
+    return load_text(text, path) if text is not None else load_file(path)
+
+
+def load(path: str, text: Optional[str] = None, mode: str = "train",
+         bind: Optional[dict] = None) -> Graph:
+    """Structural checks (JSON Schema), then semantic ones (names, shapes, cycles).
+    Raises SpecError carrying every problem found, each at file:line:col.
+    mode: 'train' (teacher forcing) or 'free' (decoders read their own predictions).
+    bind: sizes the data fixes, e.g. {'V': 57}."""
+    doc = read(path, text)
+    check_spec(doc)
+    g = Builder(doc, mode=mode, bind=bind).build()
+    infer(g)
+    check_cycles(g)
+    g.source = doc
+    return g

@@ -1,0 +1,59 @@
+"""The compiler: hoisting, delays, loops, deferred weight gradients, on small specs."""
+import graphspec
+from graphspec.compile import compile_graph
+
+ELMAN = """
+name: elman
+dims: {V: 11, D: 3, H: 5}
+inputs:
+  x: {tokens: V, axis: t}
+  y: {tokens: V, axis: t, target: true}
+params:
+  E: {shape: [V, D]}
+  U: {shape: [H, D]}
+  W: {shape: [H, H], init: orthogonal}
+  b: {shape: [H]}
+  V_o: {shape: [V, H]}
+  c: {shape: [V]}
+nodes:
+  a: b + W @ h[t-1] + U @ E[x]
+  h: tanh(a)
+  o: c + V_o @ h
+  unused: tanh(o)
+loss: cross_entropy(o, y)
+"""
+
+
+def test_elman_plan_hoists_everything_but_the_recurrence():
+    g = graphspec.load("elman.yaml", ELMAN)
+    plan = compile_graph(g, {"t": 7}, 4)
+    ops = [e.op for e in plan.eqns]
+    # per step: W @ h[t-1], + b, + U x, tanh = 4 ops x 7 steps; hoisted: embed, U@, V@, +c, loss,
+    # and the deferred dW GEMM over all steps
+    assert len(ops) == 4 * 7 + 6
+    hoisted = [e for e in plan.eqns if e.out.rows == 7 * 4]
+    assert sorted(e.op for e in hoisted) == ["add", "embed", "matmul", "matmul", "matmul"]
+    assert plan.stats["dead nodes removed"] == 1
+    assert plan.stats["plan ops before hoisting"] == 9 * 7   # 9 nodes survive dead-node elimination
+    deferred = [e for e in plan.eqns if e.nofwd]
+    assert len(deferred) == 1 and deferred[0].need == (True, False) and deferred[0].out.rows == 28
+
+
+def test_delayed_reads_are_views_of_earlier_slots():
+    g = graphspec.load("elman.yaml", ELMAN)
+    plan = compile_graph(g, {"t": 3}, 2)
+    h = plan.buffers["h"]
+    assert h.shape == (4, 2, 5) and h.pre == 1
+    step_mm = [e for e in plan.eqns if e.op == "matmul" and e.out.rows == 2]
+    # at t the recurrent matmul reads slot t-1, i.e. h's slot (pre + t - 1)
+    for t, e in enumerate(step_mm):
+        assert e.ins[1].offset == h.offset + t * 2 * 5
+        assert e.need == (False, True)     # dW comes from the deferred GEMM
+
+
+def test_params_come_first_and_learnable_block_is_contiguous():
+    g = graphspec.load("elman.yaml", ELMAN)
+    plan = compile_graph(g, {"t": 3}, 2)
+    params = plan.params()
+    assert [b.name for b in params] == ["E", "U", "W", "b", "V_o", "c"]
+    assert plan.nlearn == sum(b.size for b in params) == 11 * 3 + 5 * 3 + 25 + 5 + 55 + 11
