@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_SPEC = 2
@@ -147,6 +148,11 @@ def main(argv=None) -> int:
         return 0
     except graphspec.UserError as e:
         return _fail(f"graphspec: {e}")
+    except Exception as e:       # a bug of ours, not the user's: say so in one line
+        if os.environ.get("GRAPHSPEC_DEBUG"):
+            raise
+        return _fail(f"graphspec: internal error: {type(e).__name__}: {e} "
+                     f"(rerun with GRAPHSPEC_DEBUG=1 for the traceback, and please report it)", 70)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ class _Compiler:
 
     # ------------------------------------------------------------ passes
     def run(self) -> Plan:
-        self._dce()
         self._lastof()
+        self._dce()
         self._order_index()
         self._loops()
         self._carry()

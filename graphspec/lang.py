@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -123,11 +124,13 @@ class Builder:
             kind = next((k for k in ("tokens", "real", "label") if k in spec), None)
             axis = spec.get("axis")
             size = self._size(spec.get(kind), scope, self.doc.where(("inputs", name, kind))) if kind else 1
-            ty = Ty(1, None, "i") if kind in ("tokens", "label") else Ty(size)
+            width = spec.get("width", 1)
+            ty = Ty(width, None, "i") if kind in ("tokens", "label") else Ty(size)
             node = self.g.add(Node(name, "input", loc=loc, axis=axis, ty=ty,
                                    attrs={"kind": kind, "vocab": spec.get(kind) if kind != "real" else None,
                                           "target": bool(spec.get("target", False)),
-                                          "field": spec.get("from", name), "size": size}))
+                                          "field": spec.get("from", name), "size": size,
+                                          "width": spec.get("width")}))
             scope.names[name] = Operand(name)
             if axis and axis not in self.g.axes:
                 self.g.axes.append(axis)
@@ -143,7 +146,8 @@ class Builder:
             self.probs.add(loc, f"expected a size (an integer or a dim name), got {v!r}")
             return ANY
         try:
-            tree = ast.parse(v, mode="eval").body
+            # `in` is a Python keyword; in(x) (the size of block argument x) is spelled for ast
+            tree = ast.parse(re.sub(r"\bin\s*\(", "in_(", v), mode="eval").body
         except SyntaxError:
             self.probs.add(loc, f"cannot parse size '{v}'")
             return ANY
@@ -163,7 +167,7 @@ class Builder:
                     return {ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b,
                             ast.FloorDiv: a // max(b, 1)}[type(t.op)]
                 return f"{a}{'+-*/'[[ast.Add, ast.Sub, ast.Mult, ast.FloorDiv].index(type(t.op))]}{b}"
-            if isinstance(t, ast.Call) and isinstance(t.func, ast.Name) and t.func.id == "in" and len(t.args) == 1 \
+            if isinstance(t, ast.Call) and isinstance(t.func, ast.Name) and t.func.id == "in_" and len(t.args) == 1 \
                     and isinstance(t.args[0], ast.Name):
                 hit = _lookup(scope, t.args[0].id)
                 if isinstance(hit, Operand):
@@ -518,7 +522,8 @@ class Builder:
                 n += 1
             prefix = f"{prefix[:-1]}_{n}."
         inner = Scope(prefix, {}, direction, {}, None)
-        params = [a for a, _ in b.args] + list(b.dims)
+        # positional order: required args, then dims, then args with defaults: rnn(x, H, h0=...)
+        params = [a for a, d in b.args if d is None] + list(b.dims) + [a for a, d in b.args if d is not None]
         given = list(e.args)
         if len(given) > len(params):
             raise SpecError.at(e.loc, f"block {b.name} takes at most {len(params)} arguments "
@@ -531,9 +536,9 @@ class Builder:
                 raise SpecError.at(v.loc, f"block {b.name}: argument '{k}' given twice")
             bound[k] = v
         if first_arg is not None:
-            bound.pop(params[0], None)
+            bound.pop(b.args[0][0], None)
         for a, default in b.args:
-            if a == params[0] and first_arg is not None:
+            if a == b.args[0][0] and first_arg is not None:
                 inner.names[a] = first_arg
                 continue
             if a not in bound and default is None:
@@ -641,6 +646,8 @@ class Builder:
             return op
         for n in self.g.nodes.values():
             n.args = [follow(a) for a in n.args]
+            if n.op == "param":
+                n.attrs["shape"] = [("in", follow(x[1])) if isinstance(x, tuple) else x for x in n.attrs["shape"]]
             if n.init is not None:
                 n.init = follow(n.init)
         self.g.outputs = {k: follow(v) for k, v in self.g.outputs.items()}
