@@ -361,8 +361,17 @@ class Builder:
 
     def _resolve(self, ident: str, scope: Scope, loc: Loc):
         hit = _lookup(scope, ident)
+        if hit is None and "." in ident:
+            # a member of a block instance: enc.s, enc.fwd.h
+            full = scope.prefix + ident
+            if full in self.aliases:
+                return self.aliases[full]
+            if full in self.g.nodes:
+                return Operand(full)
         if hit is None:
             known = [k for k, v in _all_names(scope).items()]
+            if "." in ident:
+                known += [k[len(scope.prefix):] for k in self.g.nodes if k.startswith(scope.prefix) and "#" not in k]
             raise SpecError.at(loc, f"unknown name '{ident}'{did_you_mean(ident, known)}")
         return hit
 
