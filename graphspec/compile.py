@@ -57,6 +57,8 @@ class _Compiler:
         self._dce()
         self._order_index()
         self._loops()
+        self._reassociate()
+        self._loops()
         self._carry()
         self._loops()                   # the carry selects joined their loops
         self._slots()
@@ -148,6 +150,62 @@ class _Compiler:
             self.loops.append({"nodes": order, "direction": direction, "axis": axis})
             for x in order:
                 self.loop_of[x] = lid
+
+    def _reassociate(self):
+        """b + W h(t-1) + U x(t) parses as (b + W h(t-1)) + U x(t): regroup sums inside a loop as
+        (b + U x(t)) + W h(t-1), so the part that does not depend on the recurrence is hoisted
+        (one op over all steps) and only one add remains per step."""
+        g = self.g
+        users = {}
+        for n in g.nodes.values():
+            for a in n.args:
+                users.setdefault(a.node, []).append(n.name)
+            if n.init is not None:
+                users.setdefault(n.init.node, []).append(n.name)
+        outs = {op.node for op in g.outputs.values()} | set(g.losses)
+        count = 0
+        for root in [n for n in g.nodes.values() if n.op == "add" and n.name in self.loop_of]:
+            if root.name not in g.nodes:
+                continue
+            lid = self.loop_of[root.name]
+            leaves, inner = [], []
+
+            def walk(op: Operand, top: bool):
+                n = g.nodes[op.node]
+                if (op.mode == "step" and op.delay == 0 and n.op == "add" and not top
+                        and len(users.get(n.name, [])) == 1 and n.name not in outs and n.init is None
+                        and "#" in n.name):
+                    inner.append(n.name)
+                    for a in n.args:
+                        walk(a, False)
+                else:
+                    leaves.append(op)
+            for a in root.args:
+                walk(a, False)
+            looped = [a for a in leaves if self.loop_of.get(a.node) == lid]
+            free = [a for a in leaves if self.loop_of.get(a.node) != lid]
+            if len(free) < 2 or not looped:
+                continue
+            ty = {a.node: g.nodes[a.node].ty for a in leaves}
+            if any(t is None or t.seq for t in ty.values()):
+                continue
+            for name in inner:
+                del g.nodes[name]
+            acc = free[0]
+            for i, a in enumerate(free[1:], 1):
+                name = f"{root.name}#h{i}"
+                g.nodes[name] = Node(name, "add", [acc, a], loc=root.loc, axis=root.axis, ty=root.ty)
+                self.index[name] = self.index[root.name] - 0.1
+                acc = Operand(name)
+            rest = looped
+            while len(rest) > 1:
+                name = f"{root.name}#r{len(rest)}"
+                g.nodes[name] = Node(name, "add", [acc, rest[0]], loc=root.loc, axis=root.axis, ty=root.ty)
+                self.index[name] = self.index[root.name] - 0.05
+                acc, rest = Operand(name), rest[1:]
+            root.args = [acc, rest[0]]
+            count += 1
+        self.stats["regrouped sums"] = count
 
     def _carry(self):
         """A backward loop over a padded axis starts at t=T-1, which is padding for the shorter

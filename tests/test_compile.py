@@ -28,11 +28,12 @@ def test_elman_plan_hoists_everything_but_the_recurrence():
     g = graphspec.load("elman.yaml", ELMAN)
     plan = compile_graph(g, {"t": 7}, 4)
     ops = [e.op for e in plan.eqns]
-    # per step: W @ h[t-1], + b, + U x, tanh = 4 ops x 7 steps; hoisted: embed, U@, V@, +c, loss,
-    # and the deferred dW GEMM over all steps
-    assert len(ops) == 4 * 7 + 6
+    # b + W h[t-1] + U x is regrouped as (b + U x) + W h[t-1]: per step W @ h[t-1], one add,
+    # tanh = 3 ops x 7 steps; hoisted: embed, U@, +b, V@, +c, loss, and the deferred dW GEMM
+    assert len(ops) == 3 * 7 + 7
     hoisted = [e for e in plan.eqns if e.out.rows == 7 * 4]
-    assert sorted(e.op for e in hoisted) == ["add", "embed", "matmul", "matmul", "matmul"]
+    assert sorted(e.op for e in hoisted) == ["add", "add", "embed", "matmul", "matmul", "matmul"]
+    assert plan.stats["regrouped sums"] == 1
     assert plan.stats["dead nodes removed"] == 1
     assert plan.stats["plan ops before hoisting"] == 9 * 7   # 9 nodes survive dead-node elimination
     deferred = [e for e in plan.eqns if e.nofwd]
