@@ -503,6 +503,8 @@ class _Compiler:
             need = [False] * len(need)
         if "norm" in sig.attrs:
             attrs["norm"] = float(self.B)
+        if "batch" in sig.attrs:
+            attrs["batch"] = self.B
         attrs = {k: attrs[k] for k in sig.attrs}
         scratch = None
         if sig.scratch:

@@ -265,7 +265,7 @@ def _tadd(ts, at):
     return Ty(k.feat, k.seq)
 
 
-@op("tsoftmax", "ff")
+@op("tsoftmax", "ff", attrs=("batch",))
 def _tsoftmax(ts, at):
     """w[s] = exp(e[s]) / sum_{s' unmasked} exp(e[s']), w[s] = 0 where the key step is padding.
     backward: de += w * (dw - sum_s dw[s] w[s])."""

@@ -1,0 +1,1 @@
+"""graphspec's runtime: numba kernels, the executor, optimizers, training and data."""

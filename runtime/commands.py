@@ -1,0 +1,193 @@
+"""The verbs that run models: train, eval, predict, generate, neighbors, gradcheck, viz, plot.
+
+Registered into cli.py's parser. This module imports nothing heavy at import time, so
+`graphspec validate` never pays for numba.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from graphspec.errors import UserError
+
+
+def register(sub):
+    s = sub.add_parser("train", help="train a spec on its built-in task or a data file")
+    s.add_argument("spec")
+    s.add_argument("--task", help="a built-in task (default: the spec's data.task)")
+    s.add_argument("--data", help="a data file: TSV source<TAB>target pairs, or plain text")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--epochs", type=float)
+    s.add_argument("--batch", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--out", default=None, help="run directory (default runs/NAME)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--stop-after", type=int, help=argparse_hidden())
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a checkpoint on validation (or test) data")
+    s.add_argument("ckpt")
+    s.add_argument("--split", default="valid", choices=["valid", "test"])
+    s.add_argument("--batches", type=int, default=8)
+    s.add_argument("--data")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("predict", help="decode an input with a trained encoder-decoder")
+    s.add_argument("ckpt")
+    s.add_argument("text")
+    s.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    s.add_argument("--max-len", type=int, default=40)
+    s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("generate", help="sample text from a trained language model")
+    s.add_argument("ckpt")
+    s.add_argument("--prompt", default="")
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--length", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_generate)
+
+    s = sub.add_parser("neighbors", help="nearest words of a trained embedding")
+    s.add_argument("ckpt")
+    s.add_argument("word", nargs="?")
+    s.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="b - a + c")
+    s.add_argument("-k", type=int, default=10)
+    s.set_defaults(fn=cmd_neighbors)
+
+    s = sub.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)")
+    s.add_argument("specs", nargs="+")
+    s.add_argument("--tol", type=float, default=1e-6)
+    s.set_defaults(fn=cmd_gradcheck)
+
+    s = sub.add_parser("viz", help="draw the folded graph, or the unrolled one with --unroll N")
+    s.add_argument("spec")
+    s.add_argument("-o", "--output", required=True, help="out.svg | out.png | out.dot")
+    s.add_argument("--unroll", type=int)
+    s.set_defaults(fn=cmd_viz)
+
+    s = sub.add_parser("plot", help="loss curves, gradient norm over time, attention, eigenvalues")
+    s.add_argument("run_dir")
+    s.add_argument("-o", "--output", help="directory for the PNGs (default: the run directory)")
+    s.set_defaults(fn=cmd_plot)
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+# ---------------------------------------------------------------- train / eval
+def cmd_train(args):
+    from .train import run
+    import graphspec
+    g = graphspec.load(args.spec)
+    out = args.out or os.path.join("runs", g.name)
+    res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
+              epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
+              progress=not args.quiet, stop_after=args.stop_after)
+    target = (g.train or {}).get("target") or {}
+    print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
+    for k, want in target.items():
+        if k in res:
+            lower = k in ("ppl", "mse", "loss")
+            ok = res[k] <= want if lower else res[k] >= want
+            print(f"target {k} {'<=' if lower else '>='} {want}: {'reached' if ok else 'NOT reached'} "
+                  f"({res[k]:.4g})", file=sys.stderr)
+    return 0
+
+
+def restore(ckpt: str, mode_data=None):
+    """(model, task, meta) from a checkpoint."""
+    import graphspec
+    from .model import Model
+    from .train import bind_dims, load_checkpoint, make_tables, make_task
+    ck = load_checkpoint(ckpt)
+    meta = ck["meta"]
+    spec = meta["spec"]
+    if not os.path.exists(spec):
+        raise UserError(f"{ckpt}: its spec {spec} is gone; the checkpoint carries its text in meta['spec_text']")
+    g0 = graphspec.load(spec)
+    from .train import spec_hash
+    if spec_hash(spec) != meta["spec_hash"]:
+        raise UserError(f"{ckpt} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
+                        f"now {spec_hash(spec)})")
+    task = make_task(g0, mode_data or meta.get("data"), meta.get("task"))
+    bind = bind_dims(g0, task)
+    model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
+    model.set_params(ck["params"])
+    return model, task, meta
+
+
+def cmd_eval(args):
+    from .train import evaluate
+    model, task, meta = restore(args.ckpt, args.data)
+    res = evaluate(model, task, meta["cfg"], split=args.split, batches=args.batches, seed=meta["seed"] + 1)
+    print(json.dumps(res))
+    return 0
+
+
+# ---------------------------------------------------------------- decoding
+def cmd_predict(args):
+    from .decode import beam_search
+    model, task, meta = restore(args.ckpt)
+    src_vocab = getattr(task, "src_vocab", None) or task.vocab
+    tgt_vocab = getattr(task, "tgt_vocab", None) or task.vocab
+    hyps = beam_search(model, src_vocab, tgt_vocab, args.text, beam=args.beam, max_len=args.max_len)
+    for text, score in hyps[:max(1, min(args.beam, 5))]:
+        print(f"{text}\t{score:.3f}" if args.beam > 1 else text)
+    return 0
+
+
+def cmd_generate(args):
+    from .decode import sample_text
+    model, task, meta = restore(args.ckpt)
+    print(sample_text(model, task.vocab, args.prompt, args.length, args.temperature, args.seed))
+    return 0
+
+
+def cmd_neighbors(args):
+    from .decode import analogy, neighbors
+    model, task, meta = restore(args.ckpt)
+    if args.analogy:
+        rows = analogy(model, task.vocab, *args.analogy, k=args.k)
+    elif args.word:
+        rows = neighbors(model, task.vocab, args.word, k=args.k)
+    else:
+        raise UserError("neighbors: give a WORD or --analogy A B C")
+    for w, s in rows:
+        print(f"{w}\t{s:.3f}")
+    return 0
+
+
+# ---------------------------------------------------------------- checks and pictures
+def cmd_gradcheck(args):
+    from .gradcheck import check
+    bad = 0
+    for spec in args.specs:
+        errs = check(spec)
+        worst = max(errs.values()) if errs else 0.0
+        status = "OK" if worst < args.tol else "FAIL"
+        bad += status == "FAIL"
+        print(f"{spec}: {status}  max relative error {worst:.2e} over {len(errs)} params")
+        for k, v in sorted(errs.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:28} {v:.2e}")
+    return 1 if bad else 0
+
+
+def cmd_viz(args):
+    from graphspec.draw import viz
+    counts = viz(args.spec, args.output, unroll=args.unroll)
+    print(f"wrote {args.output} ({counts['nodes']} nodes, {counts['edges']} edges)")
+    return 0
+
+
+def cmd_plot(args):
+    from .plots import plot_run
+    if not os.path.isdir(args.run_dir):
+        raise UserError(f"{args.run_dir}: not a run directory")
+    for path in plot_run(args.run_dir, args.output):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,480 @@
+"""Training: the loop, validation, metrics, checkpoints and resuming.
+
+A run directory holds metrics.jsonl (one JSON object per line: train steps and validations),
+last.npz and best.npz (checkpoints), and gradnorm.npy (||dL/dh(t)|| per logged step and time
+step, for `graphspec plot`). Every batch is a pure function of (task, split, step, seed) and
+every random draw inside a step is seeded from (seed, step), so a resumed run replays exactly
+the losses an uninterrupted one would have produced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import numpy as np
+
+import graphspec
+from graphspec.errors import UserError
+from graphspec.spec import read, train_config
+
+from .model import Model
+from .optim import Optimizer, clip_by_global_norm, learning_rate
+
+CKPT_VERSION = 1
+
+
+# ---------------------------------------------------------------- setup
+def spec_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None):
+    from . import data as D
+    from . import tasks as T
+    cfg = dict(g.data or {})
+    if data_path:
+        from .userdata import user_task
+        return user_task(data_path, g, cfg)
+    name = task_name or cfg.pop("task", None)
+    cfg.pop("task", None)
+    if not name:
+        raise UserError("the spec has no data.task and no --task/--data was given")
+    params = {k: v for k, v in cfg.items() if k not in ("min_count",)}
+    try:
+        return T.get_task(name, **params)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    del D
+
+
+def bind_dims(g, task) -> dict:
+    """Dims declared `data` take their sizes from the task's vocabularies."""
+    sizes = {}
+    for name in ("vocab", "src_vocab", "tgt_vocab"):
+        v = getattr(task, name, None)
+        if v is not None:
+            sizes[name] = len(v)
+    bind = {}
+    for k, v in g.dims.items():
+        if not isinstance(v, str):
+            continue
+        if k in ("V", "V_in", "V_out"):
+            key = "vocab" if "vocab" in sizes else "tgt_vocab"
+        elif k == "V_src":
+            key = "src_vocab" if "src_vocab" in sizes else "vocab"
+        elif k == "V_tgt":
+            key = "tgt_vocab" if "tgt_vocab" in sizes else "vocab"
+        else:
+            raise UserError(f"dim {k} is 'data' but the task binds only V, V_src and V_tgt")
+        bind[k] = sizes[key]
+    return bind
+
+
+def make_tables(g, task) -> dict:
+    from .data import huffman_tree, unigram_table
+    names = {n.attrs["field"] for n in g.nodes.values() if n.op == "input" and n.attrs.get("kind") == "table"}
+    counts = None
+    if names:
+        v = getattr(task, "vocab", None)
+        counts = np.asarray([v.counts.get(tok, 0) for tok in v.itos] if isinstance(v.counts, dict) else v.counts)
+    out = {}
+    if "tree" in names:
+        out["tree"] = huffman_tree(counts)
+    if "unigram" in names:
+        out["unigram"] = unigram_table(counts, size=min(1_000_000, 50 * len(counts)))
+    return out
+
+
+def round_lengths(batch: dict, model: Model, multiple: int = 8) -> dict:
+    """Pad every time axis up to a multiple of 8 steps (masked out), so a run compiles a few
+    plans instead of one per distinct length."""
+    out = dict(batch)
+    for n in model.graph.nodes.values():
+        if n.op != "input" or n.axis is None:
+            continue
+        f = n.attrs["field"]
+        if f not in out:
+            continue
+        a = np.asarray(out[f])
+        T = a.shape[0]
+        T2 = -(-T // multiple) * multiple
+        if T2 != T:
+            pad = np.zeros((T2 - T,) + a.shape[1:], a.dtype)
+            out[f] = np.concatenate([a, pad])
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+def _loss_parts(model: Model):
+    """(loss op, logits/prediction node, target node, mask node) of each loss."""
+    g = model.current.plan
+    parts = []
+    graph = model._graph("train")
+    for name in graph.losses:
+        n = graph.nodes[name]
+        if n.op in ("cross_entropy", "mse"):
+            parts.append((n.op, n.args[0].node, n.args[1].node, n.args[2].node if len(n.args) > 2 else None))
+    del g
+    return parts
+
+
+def _steps(model: Model, node: str) -> np.ndarray:
+    """A node's values without the extra slots: [T, B, F] or [B, F]."""
+    b = model.current.plan.buffers[node]
+    v = model.current.view(node)
+    if len(b.shape) == 3:
+        return v[b.pre:b.shape[0] - b.post]
+    return v
+
+
+def batch_metrics(model: Model, batch: dict, free: bool = False) -> dict:
+    """Token and sequence accuracy (cross-entropy losses) or MSE, from the last forward."""
+    out = {}
+    for op, pred, target, mask in _loss_parts(model):
+        p = _steps(model, pred)
+        y = _steps(model, target)
+        m = _steps(model, mask) if mask and mask in model.current.plan.buffers else None
+        if op == "cross_entropy":
+            guess = p.argmax(-1)
+            yy = y[..., 0]
+            right = (guess == yy)
+            mm = m[..., 0] > 0.5 if m is not None and m.ndim == p.ndim else np.ones_like(right, bool)
+            out["tokens"] = out.get("tokens", 0) + int(mm.sum())
+            out["right"] = out.get("right", 0) + int((right & mm).sum())
+            if right.ndim == 2:        # [T, B]: a sequence is right when every real step is
+                seq_ok = np.all(right | ~mm, axis=0)
+            else:
+                seq_ok = right
+            out["seqs"] = out.get("seqs", 0) + seq_ok.size
+            out["seqs_right"] = out.get("seqs_right", 0) + int(seq_ok.sum())
+        else:
+            err = ((p - y) ** 2).mean(-1)
+            out["sq"] = out.get("sq", 0.0) + float(err.sum())
+            out["n"] = out.get("n", 0) + err.size
+    return out
+
+
+def summarize(acc: dict, loss: float, nbatches: int, batch_size: int) -> dict:
+    res = {"loss": loss / max(nbatches, 1)}
+    if acc.get("tokens"):
+        per_token = loss * batch_size / acc["tokens"]
+        res["ppl"] = math.exp(min(per_token, 50))
+        res["acc"] = acc["right"] / acc["tokens"]
+        res["seq_acc"] = acc["seqs_right"] / acc["seqs"]
+    if acc.get("n"):
+        res["mse"] = acc["sq"] / acc["n"]
+    return res
+
+
+def free_running_metrics(model: Model, batch: dict, seed: int) -> dict:
+    """Decode with the model's own predictions fed back; compare with the targets."""
+    model.forward(batch, mode="free", seed=seed)
+    acc = batch_metrics(model, batch, free=True)
+    res = {}
+    if acc.get("tokens"):
+        res["free_acc"] = acc["right"] / acc["tokens"]
+        res["free_seq_acc"] = acc["seqs_right"] / acc["seqs"]
+    return res
+
+
+def evaluate(model: Model, task, cfg: dict, split: str = "valid", batches: int = 4, seed: int = 0) -> dict:
+    B = int(cfg["batch"])
+    total, acc, free = 0.0, {}, {}
+    has_free = "free" in model.graphs or _has_teacher_forcing(model)
+    for i in range(batches):
+        batch = round_lengths(task.batch(split, B, i, seed), model)
+        total += model.forward(batch, mode="eval", seed=seed + i)
+        for k, v in batch_metrics(model, batch).items():
+            acc[k] = acc.get(k, 0) + v
+        if has_free:
+            for k, v in free_running_metrics(model, batch, seed + i).items():
+                free[k] = free.get(k, 0.0) + v / batches
+    res = summarize(acc, total, batches, B)
+    res.update(free)
+    return res
+
+
+def _has_teacher_forcing(model: Model) -> bool:
+    return any(n.op == "input" and n.attrs.get("target") and n.init is not None
+               for n in model.graph.nodes.values())
+
+
+# ---------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str, model: Model, opt: Optimizer, step: int, meta: dict):
+    """Atomically: write a temp file in the same directory, then rename over the old one."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ckpt-", suffix=".npz")
+    os.close(fd)
+    arrays = {f"param/{k}": v for k, v in model.get_params().items()}
+    arrays.update(opt.state())
+    arrays["meta"] = np.array(json.dumps(dict(meta, step=step, version=CKPT_VERSION)))
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data.pop("meta")))
+    except Exception as e:          # zip errors, truncation, bad JSON: all one message
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                        f"it may be truncated or corrupted — use the other checkpoint in the run "
+                        f"directory (best.npz or last.npz) or start again without --resume") from None
+    params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
+    opt = {k: v for k, v in data.items() if k.startswith("opt_")}
+    return {"meta": meta, "params": params, "opt": opt}
+
+
+# ---------------------------------------------------------------- the loop
+class Progress:
+    """tqdm on a terminal; plain log lines (every ~5%) otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True):
+        self.total, self.start = total, start
+        self.tty = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+        self.every = max(1, total // 20)
+
+    def update(self, step: int, loss: float, tokens_per_s: float):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+        elif (step + 1) % self.every == 0 or step + 1 == self.total:
+            el = time.perf_counter() - self.t0
+            rate = (step + 1 - self.start) / max(el, 1e-9)
+            eta = (self.total - step - 1) / max(rate, 1e-9)
+            print(f"step {step + 1}/{self.total}  loss {loss:.4f}  {rate:.1f} steps/s  "
+                  f"{tokens_per_s:,.0f} tokens/s  ETA {eta:.0f}s", file=sys.stderr, flush=True)
+
+    def write(self, msg: str):
+        if self.bar is not None:
+            self.bar.write(msg)
+        elif self.enabled:
+            print(msg, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class NonFinite(Exception):
+    pass
+
+
+def first_nonfinite(model: Model) -> Optional[str]:
+    ex = model.current
+    for e in ex.plan.eqns:
+        v = ex.F[e.out.offset:e.out.offset + e.out.rows * e.out.cols] if e.out.dtype == "f" else None
+        if v is not None and not np.all(np.isfinite(v)):
+            return f"{e.out.buf}[{e.out.slot}]" if e.out.slot else e.out.buf
+    return None
+
+
+def state_nodes(model: Model) -> list:
+    """Recurrent states whose gradient over time is worth drawing: delayed-read nodes the user wrote."""
+    g = model.graph
+    read_delayed = {a.node for n in g.nodes.values() for a in n.args if a.mode == "step" and a.delay}
+    return [n for n in g.nodes if n in read_delayed and "#" not in n and g.nodes[n].op not in ("input", "param")]
+
+
+def grad_norms_over_time(model: Model, node: str) -> np.ndarray:
+    b = model.current.plan.buffers[node]
+    gv = model.current.view(node, grad=True)[b.pre:b.shape[0] - b.post]
+    return np.sqrt((gv.astype(np.float64) ** 2).sum(axis=(1, 2)))
+
+
+def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optional[str] = None,
+        steps: Optional[int] = None, epochs: Optional[int] = None, batch: Optional[int] = None,
+        lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
+        progress: bool = True, stop_after: Optional[int] = None) -> dict:
+    """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
+    that many steps of this invocation) as if interrupted, writing last.npz: used by tests."""
+    g0 = graphspec.load(spec)
+    cfg = train_config(g0)
+    for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("seed", seed)):
+        if v is not None:
+            cfg[k] = v
+    task = make_task(g0, data_path, task_name)
+    bind = bind_dims(g0, task)
+    g = graphspec.load(spec, bind=bind)
+    tables = make_tables(g, task)
+    if epochs is not None:
+        per_epoch = getattr(task, "steps_per_epoch", lambda b: 1000)(int(cfg["batch"]))
+        cfg["steps"] = int(epochs * per_epoch)
+    total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
+    model = Model(spec, bind=bind, seed=seed, tables=tables)
+    opt = Optimizer(cfg, model.nlearn, model.dtype)
+    os.makedirs(out, exist_ok=True)
+    last, best = os.path.join(out, "last.npz"), os.path.join(out, "best.npz")
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    h = spec_hash(spec)
+    meta = {"spec": os.path.abspath(spec), "spec_hash": h, "spec_text": read(spec).text, "bind": bind,
+            "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
+            "vocab": _vocab_json(task)}
+    start, best_loss = 0, math.inf
+    if resume:
+        if not os.path.exists(last):
+            raise UserError(f"--resume: {last} does not exist; run without --resume to start")
+        ck = load_checkpoint(last)
+        if ck["meta"].get("spec_hash") != h:
+            raise UserError(f"{last} was written for a different spec (hash {ck['meta'].get('spec_hash')}, "
+                            f"this spec is {h}); train into a new --out directory")
+        model.set_params(ck["params"])
+        opt.load_state(ck["opt"])
+        start = int(ck["meta"]["step"])
+        best_loss = float(ck["meta"].get("best_loss", math.inf))
+        _truncate_metrics(metrics_path, start)
+    elif os.path.exists(metrics_path):
+        os.unlink(metrics_path)
+    mf = open(metrics_path, "a")
+    bar = Progress(total, start, progress)
+    states = state_nodes(model)
+    gradnorm_rows = _load_gradnorms(out, start) if resume else []
+    eval_every = int(cfg["eval_every"])
+    result = {}
+    step = start
+    try:
+        for step in range(start, total):
+            if stop_after is not None and step - start >= stop_after:
+                raise KeyboardInterrupt
+            t0 = time.perf_counter()
+            b = round_lengths(task.batch("train", B, step, seed), model)
+            loss = model.forward(b, mode="train", seed=_step_seed(seed, step))
+            if not math.isfinite(loss):
+                raise NonFinite(first_nonfinite(model) or "loss")
+            model.backward()
+            gvec = model.current.G[:model.nlearn]
+            norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0))
+            rate = learning_rate(cfg, step, total)
+            opt.step(model.current.F[:model.nlearn], gvec, rate)
+            dt = time.perf_counter() - t0
+            ntok = _tokens(b, model)
+            rec = {"step": step + 1, "loss": loss, "grad_norm": norm, "lr": rate, "time": dt}
+            if states and (step % max(1, eval_every // 4) == 0):
+                gn = grad_norms_over_time(model, states[0])
+                rec["grad_norm_t"] = gn.round(8).tolist()
+                gradnorm_rows.append((step + 1, gn))
+            mf.write(json.dumps(rec) + "\n")
+            bar.update(step, loss, ntok / max(dt, 1e-9))
+            if (step + 1) % eval_every == 0 or step + 1 == total:
+                result = evaluate(model, task, cfg, seed=seed)
+                result["step"] = step + 1
+                mf.write(json.dumps(dict(result, split="valid")) + "\n")
+                mf.flush()
+                bar.write("valid " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in result.items()))
+                if result["loss"] < best_loss:
+                    best_loss = result["loss"]
+                    save_checkpoint(best, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result))
+                save_checkpoint(last, model, opt, step + 1, dict(meta, best_loss=best_loss))
+                _save_gradnorms(out, gradnorm_rows)
+    except KeyboardInterrupt:
+        mf.flush()
+        done = step if stop_after is None or step - start < stop_after else step
+        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss))
+        _save_gradnorms(out, gradnorm_rows)
+        bar.close()
+        mf.close()
+        raise Interrupted(f"interrupted at step {done}; checkpoint written to {last} "
+                          f"(continue with --resume)")
+    except NonFinite as e:
+        bar.close()
+        mf.close()
+        where = last if os.path.exists(last) else "none yet"
+        raise UserError(f"the loss became NaN/Inf at step {step + 1}: node {e} is the first non-finite value; "
+                        f"last good checkpoint: {where}. Try a lower --lr or a clip in the train section") from None
+    bar.close()
+    mf.close()
+    _save_gradnorms(out, gradnorm_rows)
+    return result
+
+
+class Interrupted(UserError):
+    pass
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + 17) & 0x7FFFFFFF
+
+
+def _tokens(batch: dict, model: Model) -> int:
+    for n in model.graph.nodes.values():
+        if n.op == "input" and n.attrs.get("kind") == "mask":
+            f = n.attrs["field"]
+            if f in batch:
+                return int(np.asarray(batch[f]).sum())
+    for v in batch.values():
+        return int(np.asarray(v).shape[0])
+    return 0
+
+
+def _truncate_metrics(path: str, step: int):
+    """On resume, forget what was logged after the checkpoint's step."""
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+def _save_gradnorms(out: str, rows):
+    if not rows:
+        return
+    T = max(len(r[1]) for r in rows)
+    arr = np.full((len(rows), T + 1), np.nan)
+    for i, (s, gn) in enumerate(rows):
+        arr[i, 0] = s
+        arr[i, 1:1 + len(gn)] = gn
+    path = os.path.join(out, "gradnorm.npy")
+    tmp = path + ".tmp.npy"
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def _load_gradnorms(out: str, step: int):
+    path = os.path.join(out, "gradnorm.npy")
+    if not os.path.exists(path):
+        return []
+    arr = np.load(path)
+    return [(int(r[0]), r[1:][~np.isnan(r[1:])]) for r in arr if r[0] <= step]
+
+
+def _vocab_json(task):
+    out = {}
+    for name in ("vocab", "src_vocab", "tgt_vocab"):
+        v = getattr(task, name, None)
+        if v is not None and hasattr(v, "to_json"):
+            out[name] = v.to_json()
+    return out
