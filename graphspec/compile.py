@@ -501,6 +501,7 @@ class _Compiler:
         sig = REGISTRY[op]
         if not sig.grad:
             need = [False] * len(need)
+        need = [nd and k not in sig.masks for k, nd in enumerate(need)]
         if "norm" in sig.attrs:
             attrs["norm"] = float(self.B)
         if "batch" in sig.attrs:

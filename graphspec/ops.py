@@ -44,6 +44,7 @@ class OpSig:
     attrs: tuple = ()      # attribute names (ints or floats carried in the plan)
     grad: bool = True      # False: no gradient flows through (argmax, sampling)
     scratch: Optional[str] = None   # 'f' or 'i': the op keeps a per-row scratch buffer for backward
+    masks: tuple = ()               # inputs that are padding masks: read, never differentiated
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,10 @@ class MatTy(Ty):
 REGISTRY: dict[str, OpSig] = {}
 
 
-def op(name, inputs, out="f", attrs=(), grad=True, scratch=None):
+def op(name, inputs, out="f", attrs=(), grad=True, scratch=None, masks=()):
     def register(rule):
         REGISTRY[name] = OpSig(name, tuple(inputs), out, rule, (rule.__doc__ or "").strip(),
-                               tuple(attrs), grad, scratch)
+                               tuple(attrs), grad, scratch, tuple(masks))
         return rule
     return register
 
@@ -198,7 +199,7 @@ def _mean(ts, at):
     return Ty(1, ts[0].seq)
 
 
-@op("select", "fff")
+@op("select", "fff", masks=(0,))
 def _select(ts, at):
     """y = a where m else b, with m a 0/1 mask per row: a recurrent state carried over padding.
     backward: da += m * dy, db += (1 - m) * dy."""
@@ -227,7 +228,7 @@ def _embed_mean(ts, at):
     return Ty(table.feat)
 
 
-@op("cross_entropy", "fif", attrs=("norm",))
+@op("cross_entropy", "fif", attrs=("norm",), masks=(2,))
 def _cross_entropy(ts, at):
     """L += sum_rows mask * -log softmax(o)[y] / norm, accumulated into a scalar loss.
     backward: do += mask * (softmax(o) - onehot(y)) * dL / norm."""
@@ -236,7 +237,7 @@ def _cross_entropy(ts, at):
     return Ty(1)
 
 
-@op("mse", "fff", attrs=("norm",))
+@op("mse", "fff", attrs=("norm",), masks=(2,))
 def _mse(ts, at):
     """L += sum_rows mask * 0.5 * ||p - y||^2 / norm. backward: dp += mask * (p - y) * dL / norm."""
     p, y, m = ts
@@ -265,7 +266,7 @@ def _tadd(ts, at):
     return Ty(k.feat, k.seq)
 
 
-@op("tsoftmax", "ff", attrs=("batch",))
+@op("tsoftmax", "ff", attrs=("batch",), masks=(1,))
 def _tsoftmax(ts, at):
     """w[s] = exp(e[s]) / sum_{s' unmasked} exp(e[s']), w[s] = 0 where the key step is padding.
     backward: de += w * (dw - sum_s dw[s] w[s])."""
@@ -284,7 +285,7 @@ def _tsum(ts, at):
     return Ty(v.feat)
 
 
-@op("lastof", "ff")
+@op("lastof", "ff", masks=(1,))
 def _lastof(ts, at):
     """y[b] = x[len_b - 1, b]: the value at each sequence's last real step, len_b = sum_t m[t, b]
     (how last(x) reads an axis with padding). backward: dx[len_b - 1, b] += dy[b]."""

@@ -63,7 +63,7 @@ def random_tables(g, rng) -> dict:
     return {"tree": huffman_tree(counts), "unigram": unigram_table(counts, size=200)}
 
 
-def check(spec: str, lengths_list=(3, 5), B: int = 3, seed: int = 0, eps: float = 1e-6) -> dict:
+def check(spec: str, lengths_list=(3, 5), B: int = 3, seed: int = 0, eps: float = 1e-5) -> dict:
     """{param: max relative error over the lengths checked}."""
     g = graphspec.load(spec)
     bind = tiny_bind(g)
