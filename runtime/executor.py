@@ -90,8 +90,11 @@ def _ensure_generated():
                 return
     except FileNotFoundError:
         pass
-    with open(TAPE_FILE, "w") as f:
-        f.write(src)
+    try:
+        with open(TAPE_FILE, "w") as f:
+            f.write(src)
+    except OSError:         # an installed, read-only package: the shipped file is what we have
+        pass
 
 
 _ensure_generated()
