@@ -1,0 +1,200 @@
+"""Training throughput (tokens/s) of graphspec against PyTorch, same equations and sizes.
+
+Model: embedding (V=E=64) -> cell -> linear -> softmax cross-entropy over all steps; float32,
+Adam, global-norm clip 5, 2 threads. Peers: torch.nn.RNN/LSTM/GRU (fused cuDNN-style CPU kernels)
+and a torch eager custom cell (the same equations written step by step, what a user with a new
+cell writes). Systems are interleaved round by round; each figure is the median over rounds of
+the median step time after warm-up.
+
+    python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
+
+SIZES = [(1, 64, 32), (32, 64, 128), (64, 64, 512)]     # (B, T, H)
+CELLS = ["rnn", "lstm", "gru"]
+V = E = 64
+
+
+def batch(B, T, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+
+
+# ---------------------------------------------------------------- graphspec
+class Graphspec:
+    name = "graphspec"
+
+    def __init__(self, cell, B, T, H):
+        from runtime.model import Model
+        from runtime.optim import Optimizer
+        self.m = Model(os.path.join(ROOT, "bench", "specs", f"{cell}.yaml"), bind={"H": H})
+        x, y = batch(B, T)
+        self.b = {"x": x, "y": y, "x_mask": np.ones((T, B), np.float32)}
+        self.opt = Optimizer({"optimizer": "adam", "lr": 1e-3}, self.m.nlearn)
+
+    def step(self):
+        from runtime.optim import clip_by_global_norm
+        m = self.m
+        loss = m.forward(self.b)
+        m.backward()
+        ex = m.current
+        g = ex.G[:m.nlearn]
+        clip_by_global_norm(g, 5.0)
+        self.opt.step(ex.F[:m.nlearn], g, 1e-3)
+        return loss
+
+
+# ---------------------------------------------------------------- torch
+class TorchBase:
+    def __init__(self, cell, B, T, H):
+        import torch
+        self.torch = torch
+        x, y = batch(B, T)
+        self.x = torch.from_numpy(x)
+        self.y = torch.from_numpy(y)
+        self.B = B
+        self.build(cell, H)
+        self.opt = torch.optim.Adam(self.params, lr=1e-3)
+
+    def step(self):
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.forward()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), self.y.reshape(-1), reduction="sum") / self.B
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.opt.step()
+        return float(loss)
+
+
+class TorchModule(TorchBase):
+    name = "torch nn"
+
+    def build(self, cell, H):
+        nn = self.torch.nn
+        self.emb = nn.Embedding(V, E)
+        self.rnn = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell](E, H)
+        self.out = nn.Linear(H, V)
+        self.params = [*self.emb.parameters(), *self.rnn.parameters(), *self.out.parameters()]
+
+    def forward(self):
+        h, _ = self.rnn(self.emb(self.x))
+        return self.out(h)
+
+
+class TorchEager(TorchBase):
+    name = "torch eager cell"
+
+    def build(self, cell, H):
+        torch, nn = self.torch, self.torch.nn
+        self.cell, self.H = cell, H
+        k = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+        self.emb = nn.Embedding(V, E)
+        self.W = nn.Parameter(torch.randn(k * H, E) * 0.1)
+        self.R = nn.Parameter(torch.randn(k * H, H) * 0.1)
+        self.b = nn.Parameter(torch.zeros(k * H))
+        self.bR = nn.Parameter(torch.zeros(k * H))
+        self.out = nn.Linear(H, V)
+        self.params = [*self.emb.parameters(), self.W, self.R, self.b, self.bR, *self.out.parameters()]
+
+    def forward(self):
+        torch = self.torch
+        xs = self.emb(self.x)
+        T, B = self.x.shape
+        h = torch.zeros(B, self.H)
+        s = torch.zeros(B, self.H)
+        outs = []
+        for t in range(T):
+            a = xs[t] @ self.W.T + self.b
+            c = h @ self.R.T + self.bR
+            if self.cell == "rnn":
+                h = torch.tanh(a + c)
+            elif self.cell == "lstm":
+                i, f, g, o = (a + c).chunk(4, 1)
+                s = torch.sigmoid(f) * s + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.tanh(s) * torch.sigmoid(o)
+            else:
+                ar, az, an = a.chunk(3, 1)
+                cr, cz, cn = c.chunk(3, 1)
+                r, z = torch.sigmoid(ar + cr), torch.sigmoid(az + cz)
+                n = torch.tanh(an + r * cn)
+                h = (1 - z) * n + z * h
+            outs.append(h)
+        return self.out(torch.stack(outs))
+
+
+def time_steps(sys_, steps):
+    ts = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        sys_.step()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def measure(cells=CELLS, sizes=SIZES, rounds=5, steps=5, warmup=2, systems=(Graphspec, TorchModule, TorchEager)):
+    import torch
+    torch.set_num_threads(2)
+    rows = []
+    for cell in cells:
+        for B, T, H in sizes:
+            built = [S(cell, B, T, H) for S in systems]
+            for s in built:
+                for _ in range(warmup):
+                    s.step()
+            per = {s.name: [] for s in built}
+            for r in range(rounds):
+                order = built if r % 2 == 0 else built[::-1]      # interleave against drift
+                for s in order:
+                    per[s.name].append(time_steps(s, steps))
+            row = {"cell": cell, "B": B, "T": T, "H": H}
+            for name, times in per.items():
+                sec = statistics.median(times)
+                row[name] = {"step_ms": sec * 1e3, "tokens_per_s": B * T / sec}
+            gs = row["graphspec"]["tokens_per_s"]
+            for name in per:
+                if name != "graphspec":
+                    row[f"ratio vs {name}"] = gs / row[name]["tokens_per_s"]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows) -> str:
+    peers = [k[len("ratio vs "):] for k in rows[0] if k.startswith("ratio vs ")]
+    head = "| cell | B | T | H | graphspec tok/s | " + " | ".join(f"{p} tok/s | ratio" for p in peers) + " |"
+    lines = [head, "|" + "---|" * (4 + 1 + 2 * len(peers))]
+    for r in rows:
+        cells = [r["cell"], r["B"], r["T"], r["H"], f"{r['graphspec']['tokens_per_s']:,.0f}"]
+        for p in peers:
+            cells += [f"{r[p]['tokens_per_s']:,.0f}", f"{r['ratio vs ' + p]:.2f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--cells", default=",".join(CELLS))
+    ap.add_argument("--quick", action="store_true", help="the two smaller sizes only")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    rows = measure(a.cells.split(","), SIZES[:2] if a.quick else SIZES, a.rounds, a.steps)
+    print(table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
