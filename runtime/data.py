@@ -1,0 +1,176 @@
+"""Vocabularies, padding, user data files, and the tables word2vec needs.
+
+Batches are dicts of numpy arrays, time-major: a token sequence `x` is int64 [T, B] with
+`x_mask` float32 [T, B] (1 on real steps) and `x_len` int64 [B]; a real sequence is [T, B, F];
+a per-example label is [B], a per-example vector [B, F].
+"""
+from __future__ import annotations
+
+import heapq
+import os
+from collections import Counter
+
+import numpy as np
+
+from graphspec.errors import UserError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+RESERVED = ("<pad>", "<unk>", "<bos>", "<eos>")     # the compiler relies on <bos> = 2
+
+
+class DataError(UserError):
+    """A bad data file: one line, `path:line: what is wrong`."""
+
+
+class Vocab:
+    def __init__(self, tokens=(), counts=None):
+        self.itos = list(RESERVED) + [t for t in tokens if t not in RESERVED]
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+        self.counts = np.zeros(len(self.itos), np.int64)
+        if counts:
+            for t, c in counts.items():
+                if t in self.stoi:
+                    self.counts[self.stoi[t]] = c
+
+    @classmethod
+    def build(cls, token_lists, min_count: int = 1, max_size=None) -> "Vocab":
+        c = Counter()
+        for toks in token_lists:
+            c.update(toks)
+        kept = sorted((t for t, n in c.items() if n >= min_count), key=lambda t: (-c[t], t))
+        if max_size:
+            kept = kept[:max_size - len(RESERVED)]
+        return cls(kept, c)
+
+    def __len__(self):
+        return len(self.itos)
+
+    def encode(self, tokens, add_bos=False, add_eos=False) -> list:
+        ids = [self.stoi.get(t, UNK) for t in tokens]
+        return ([BOS] if add_bos else []) + ids + ([EOS] if add_eos else [])
+
+    def decode(self, ids, strip=True) -> list:
+        out = []
+        for i in ids:
+            i = int(i)
+            if strip and i == EOS:
+                break
+            if strip and i in (PAD, BOS):
+                continue
+            out.append(self.itos[i] if 0 <= i < len(self.itos) else RESERVED[UNK])
+        return out
+
+    def to_json(self) -> list:
+        return self.itos[len(RESERVED):]
+
+    @classmethod
+    def from_json(cls, tokens) -> "Vocab":
+        return cls(tokens)
+
+
+def pad_batch(seqs, pad: int = PAD, length=None):
+    """(ids [T, B], mask [T, B], len [B]), time-major."""
+    lens = np.array([len(s) for s in seqs], np.int64)
+    T = int(length or max(1, lens.max(initial=1)))
+    ids = np.full((T, len(seqs)), pad, np.int64)
+    for b, s in enumerate(seqs):
+        ids[:len(s), b] = s[:T]
+    mask = (np.arange(T)[:, None] < lens[None, :]).astype(np.float32)
+    return ids, mask, lens
+
+
+# ---------------------------------------------------------------- user files
+def _read_lines(path: str) -> list:
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                        f"save the file as UTF-8") from None
+    return text.splitlines()
+
+
+def tokenize(text: str, how: str) -> list:
+    return list(text) if how == "chars" else text.split()
+
+
+def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
+    """TSV `source<TAB>target` lines -> [(source tokens, target tokens)]."""
+    out = []
+    for i, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise DataError(f"{path}:{i}: no tab; each line must be source<TAB>target")
+        src, tgt = line.split("\t", 1)
+        s, t = tokenize(src, tokens), tokenize(tgt, tokens)
+        if max_len and max(len(s), len(t)) > max_len:
+            raise DataError(f"{path}:{i}: a sequence of {max(len(s), len(t))} tokens is longer than "
+                            f"the allowed {max_len}")
+        out.append((s, t))
+    if not out:
+        raise DataError(f"{path}: no pairs found")
+    return out
+
+
+def load_text(path: str, tokens: str = "chars") -> list:
+    lines = _read_lines(path)
+    toks = []
+    for line in lines:
+        toks += tokenize(line + ("\n" if tokens == "chars" else ""), tokens)
+    return toks
+
+
+# ---------------------------------------------------------------- word2vec tables
+def huffman_tree(counts) -> np.ndarray:
+    """The Huffman tree of word2vec's hierarchical softmax, as an int64 table [V, 1 + 2L]:
+    row w = [path length n, inner nodes n_1..n_L (root first), codes d_1..d_L]. Inner nodes are
+    numbered 0..V-2; d_j = 1 when the path turns to the second child. Frequent words get short
+    paths. A zero count is treated as 1 so every word has a path."""
+    counts = np.maximum(np.asarray(counts, np.int64), 1)
+    V = len(counts)
+    if V == 1:
+        return np.zeros((1, 3), np.int64)
+    heap = [(int(c), i, i) for i, c in enumerate(counts)]   # (count, tiebreak, node id)
+    heapq.heapify(heap)
+    parent, code = {}, {}
+    nxt = V
+    while len(heap) > 1:
+        c1, _, a = heapq.heappop(heap)
+        c2, _, b = heapq.heappop(heap)
+        parent[a], code[a] = nxt, 0
+        parent[b], code[b] = nxt, 1
+        heapq.heappush(heap, (c1 + c2, nxt, nxt))
+        nxt += 1
+    root = nxt - 1
+    paths = []
+    for w in range(V):
+        nodes, codes, n = [], [], w
+        while n != root:
+            nodes.append(parent[n] - V)
+            codes.append(code[n])
+            n = parent[n]
+        paths.append((nodes[::-1], codes[::-1]))
+    L = max(len(p[0]) for p in paths)
+    out = np.zeros((V, 1 + 2 * L), np.int64)
+    for w, (nodes, codes) in enumerate(paths):
+        out[w, 0] = len(nodes)
+        out[w, 1:1 + len(nodes)] = nodes
+        out[w, 1 + L:1 + L + len(codes)] = codes
+    return out
+
+
+def unigram_table(counts, size: int = 1_000_000, power: float = 0.75) -> np.ndarray:
+    """Word ids in proportion to count ** 0.75 (negative sampling's noise distribution), [size, 1]."""
+    p = np.asarray(counts, np.float64) ** power
+    p[:len(RESERVED)] = 0 if p[len(RESERVED):].sum() > 0 else p[:len(RESERVED)]
+    p /= p.sum()
+    edges = np.cumsum(p)
+    idx = np.searchsorted(edges, (np.arange(size) + 0.5) / size)
+    return np.minimum(idx, len(p) - 1).astype(np.int64).reshape(-1, 1)

@@ -1,0 +1,416 @@
+"""Built-in tasks, generated from a seed, no download.
+
+Every batch is a pure function of (task parameters, split, step, seed): the same arguments give
+the same arrays, so training can resume bit-identically and splits never share a stream. The
+text corpora are built at run time from the docstrings of Python's standard library, which
+every machine with Python has.
+
+Batch keys: sequence tasks give `x` (+ `x_mask`, `x_len`) and `y` (+ `y_mask`, `y_len`); the
+encoder-decoder tasks put the source on `x` and the target (followed by <eos>) on `y`.
+"""
+from __future__ import annotations
+
+import calendar
+import datetime
+import difflib
+import functools
+import inspect
+import re
+
+import numpy as np
+
+from .data import EOS, UserError, Vocab, pad_batch
+
+SPLITS = {"train": 0, "valid": 1, "test": 2}
+
+
+def rng_for(seed: int, split: str, step: int) -> np.random.Generator:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}' (train, valid, test)")
+    return np.random.default_rng([int(seed), SPLITS[split], int(step)])
+
+
+class Task:
+    name = ""
+    params: dict = {}
+
+    def __init__(self, **params):
+        unknown = set(params) - set(self.params)
+        if unknown:
+            k = sorted(unknown)[0]
+            close = difflib.get_close_matches(k, list(self.params), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"task {self.name}: unknown parameter '{k}'{hint} "
+                             f"(parameters: {', '.join(sorted(self.params)) or 'none'})")
+        self.p = dict(self.params, **params)
+
+    def steps_per_epoch(self, B: int) -> int:
+        return 1000
+
+    def describe(self) -> str:
+        return f"{self.name}: {(self.__doc__ or '').strip().splitlines()[0]}"
+
+
+# ---------------------------------------------------------------- encoder-decoder tasks
+class Seq2Seq(Task):
+    """Shared char vocabulary for source and target unless a subclass sets two."""
+    alphabet = ""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.vocab = Vocab(list(self.alphabet))
+        self.src_vocab = self.tgt_vocab = self.vocab
+
+    def example(self, rng) -> tuple:
+        raise NotImplementedError
+
+    def batch(self, split: str, B: int, step: int, seed: int = 0) -> dict:
+        rng = rng_for(seed, split, step)
+        pairs = [self.example(rng) for _ in range(B)]
+        x, xm, xl = pad_batch([self.src_vocab.encode(list(s)) for s, _ in pairs])
+        y, ym, yl = pad_batch([self.tgt_vocab.encode(list(t), add_eos=True) for _, t in pairs])
+        return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
+
+    def _letters(self, rng):
+        n = rng.integers(self.p["min_len"], self.p["max_len"] + 1)
+        return "".join(rng.choice(list(self.symbols), n))
+
+
+class Copy(Seq2Seq):
+    """copy a string of letters"""
+    name, alphabet, symbols = "copy", "abcdefghijklmnopqrstuvwxyz", "abcdefghijkl"
+    params = {"min_len": 3, "max_len": 10}
+
+    def example(self, rng):
+        s = self._letters(rng)
+        return s, s
+
+
+class Reverse(Copy):
+    """reverse a string of letters"""
+    name = "reverse"
+
+    def example(self, rng):
+        s = self._letters(rng)
+        return s, s[::-1]
+
+
+class Sort(Copy):
+    """sort the letters of a string"""
+    name = "sort"
+
+    def example(self, rng):
+        s = self._letters(rng)
+        return s, "".join(sorted(s))
+
+
+class Addition(Seq2Seq):
+    """add two integers written in decimal: '123+4567' -> '4690'"""
+    name, alphabet = "addition", "0123456789+"
+    params = {"max_digits": 4}
+
+    def example(self, rng):
+        a, b = (int(rng.integers(0, 10 ** rng.integers(1, self.p["max_digits"] + 1))) for _ in range(2))
+        return f"{a}+{b}", str(a + b)
+
+
+DATE_FORMATS = [
+    lambda d: f"{d.day} {calendar.month_name[d.month]} {d.year}",
+    lambda d: f"{calendar.month_name[d.month]} {d.day}, {d.year}",
+    lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",
+    lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",
+    lambda d: f"{calendar.day_abbr[d.weekday()]} {d.day} {calendar.month_abbr[d.month]} {d.year}",
+    lambda d: f"{d.year} {calendar.month_abbr[d.month].lower()} {d.day}",
+    lambda d: f"{calendar.day_name[d.weekday()]}, {calendar.month_name[d.month]} {_ordinal(d.day)} {d.year}",
+    lambda d: f"{d.day} {calendar.month_abbr[d.month].upper()} {d.year}",
+    lambda d: f"{d.month}/{d.day}/{d.year}",
+    lambda d: f"{_ordinal(d.day)} of {calendar.month_name[d.month].lower()} {d.year}",
+    lambda d: f"{calendar.month_abbr[d.month]} {d.day} {d.year}",
+    lambda d: f"{d.day}-{calendar.month_abbr[d.month].lower()}-{d.year % 100:02d}",
+]
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+class Dates(Seq2Seq):
+    """human-readable dates in 12 formats -> ISO 8601 (the classic attention task)"""
+    name = "dates"
+    params = {"first_year": 1950, "last_year": 2049}
+
+    def __init__(self, **params):
+        Task.__init__(self, **params)
+        chars = set()
+        for f in DATE_FORMATS:
+            for m in range(1, 13):
+                for day in (1, 2, 3, 11, 22, 28):
+                    chars |= set(f(datetime.date(2000 + (m % 7), m, day)))
+        self.src_vocab = Vocab(sorted(chars))
+        self.tgt_vocab = Vocab(list("0123456789-"))
+        self.vocab = self.tgt_vocab
+
+    def example(self, rng):
+        lo = datetime.date(self.p["first_year"], 1, 1).toordinal()
+        hi = datetime.date(self.p["last_year"], 12, 31).toordinal()
+        d = datetime.date.fromordinal(int(rng.integers(lo, hi + 1)))
+        f = DATE_FORMATS[int(rng.integers(len(DATE_FORMATS)))]
+        return f(d), d.isoformat()
+
+
+# ---------------------------------------------------------------- long-term dependencies
+class Adding(Task):
+    """the adding problem: y = the sum of the two marked values of a length-T sequence"""
+    name = "adding"
+    params = {"length": 50}
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        T = self.p["length"]
+        x = np.zeros((T, B, 2), np.float32)
+        x[:, :, 0] = rng.random((T, B))
+        y = np.zeros((B, 1), np.float32)
+        for b in range(B):
+            i = rng.integers(0, max(1, T // 2))
+            j = rng.integers(T // 2, T)
+            x[i, b, 1] = x[j, b, 1] = 1
+            y[b, 0] = x[i, b, 0] + x[j, b, 0]
+        return {"x": x, "x_mask": np.ones((T, B), np.float32), "y": y}
+
+
+class CopyMemory(Task):
+    """copy-memory: remember 10 symbols across a gap of blanks, write them after the delimiter"""
+    name = "copy_memory"
+    params = {"gap": 50, "symbols": 8, "remember": 10}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.vocab = Vocab(list("abcdefghijklmnop"[:self.p["symbols"]]) + ["_", ":"])
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        k, gap = self.p["remember"], self.p["gap"]
+        L = 2 * k + gap + 1
+        blank, delim = self.vocab.stoi["_"], self.vocab.stoi[":"]
+        sym = rng.integers(4, 4 + self.p["symbols"], (k, B))
+        x = np.full((L, B), blank, np.int64)
+        x[:k] = sym
+        x[k + gap] = delim
+        y = np.full((L, B), blank, np.int64)
+        y[-k:] = sym
+        return {"x": x, "x_mask": np.ones((L, B), np.float32), "y": y, "y_mask": np.ones((L, B), np.float32)}
+
+
+class Parity(Task):
+    """parity of a bit string (sequence -> one label)"""
+    name = "parity"
+    params = {"min_len": 2, "max_len": 12}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.vocab = Vocab(["0", "1"])
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        seqs, ys = [], []
+        for _ in range(B):
+            bits = rng.integers(0, 2, rng.integers(self.p["min_len"], self.p["max_len"] + 1))
+            seqs.append([4 + int(v) for v in bits])
+            ys.append(int(bits.sum() % 2))
+        x, m, n = pad_batch(seqs)
+        return {"x": x, "x_mask": m, "x_len": n, "y": np.array(ys, np.int64)}
+
+
+class Bits(Task):
+    """parity of n bits given as one real vector (feedforward)"""
+    name = "bits"
+    params = {"n": 8}
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        x = rng.integers(0, 2, (B, self.p["n"]))
+        return {"x": x.astype(np.float32), "y": (x.sum(1) % 2).astype(np.int64)}
+
+
+class Neighbours(Task):
+    """tag each digit with (previous digit + next digit) mod 10: needs both directions"""
+    name = "neighbours"
+    params = {"min_len": 5, "max_len": 15}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.vocab = Vocab(list("0123456789"))
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        xs, ys = [], []
+        for _ in range(B):
+            d = rng.integers(0, 10, rng.integers(self.p["min_len"], self.p["max_len"] + 1))
+            prev = np.concatenate([[0], d[:-1]])
+            nxt = np.concatenate([d[1:], [0]])
+            xs.append(list(4 + d))
+            ys.append(list(4 + (prev + nxt) % 10))
+        x, m, n = pad_batch(xs)
+        y, _, _ = pad_batch(ys)
+        return {"x": x, "x_mask": m, "x_len": n, "y": y, "y_mask": m}
+
+
+# ---------------------------------------------------------------- text from the standard library
+STDLIB_MODULES = ("abc", "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections",
+                  "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal",
+                  "difflib", "email", "enum", "fractions", "functools", "glob", "gzip", "hashlib", "heapq",
+                  "html", "http.client", "inspect", "io", "ipaddress", "itertools", "json", "logging",
+                  "math", "mimetypes", "operator", "os", "pathlib", "pickle", "pprint", "random", "re",
+                  "shlex", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile",
+                  "tempfile", "textwrap", "threading", "tokenize", "typing", "unittest", "urllib.parse",
+                  "uuid", "warnings", "weakref", "xml.etree.ElementTree", "zipfile")
+
+
+@functools.lru_cache(maxsize=1)
+def stdlib_corpus() -> str:
+    """The docstrings of a fixed list of standard-library modules, their classes, functions and
+    methods, in a deterministic order (a few megabytes of English about programming)."""
+    import importlib
+    docs, seen = [], set()
+    for name in STDLIB_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        items = [(name, mod)]
+        for attr in sorted(dir(mod)):
+            try:
+                obj = getattr(mod, attr)
+            except Exception:
+                continue
+            if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
+                items.append((f"{name}.{attr}", obj))
+                if inspect.isclass(obj):
+                    for m in sorted(vars(obj)):
+                        if not m.startswith("__"):
+                            items.append((f"{name}.{attr}.{m}", getattr(obj, m, None)))
+        for _, obj in items:
+            doc = inspect.getdoc(obj) if obj is not None else None
+            if doc and id(doc) not in seen and doc not in seen:
+                seen.add(doc)
+                docs.append(doc)
+    return "\n\n".join(docs)
+
+
+class CharLM(Task):
+    """character-level language modelling on standard-library docstrings"""
+    name = "charlm"
+    params = {"length": 64, "min_count": 20}
+
+    def __init__(self, text=None, **params):
+        super().__init__(**params)
+        self.text = text if text is not None else stdlib_corpus()
+        counts = {}
+        for ch in self.text:
+            counts[ch] = counts.get(ch, 0) + 1
+        keep = sorted((c for c, n in counts.items() if n >= self.p["min_count"]), key=lambda c: (-counts[c], c))
+        self.vocab = Vocab(keep, counts)
+        self.ids = np.array(self.vocab.encode(list(self.text)), np.int64)
+        n = len(self.ids)
+        self.bounds = {"train": (0, int(n * 0.9)), "valid": (int(n * 0.9), int(n * 0.95)), "test": (int(n * 0.95), n)}
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        L = self.p["length"]
+        lo, hi = self.bounds[split]
+        starts = rng.integers(lo, hi - L - 1, B)
+        idx = starts[None, :] + np.arange(L)[:, None]
+        return {"x": self.ids[idx], "y": self.ids[idx + 1], "x_mask": np.ones((L, B), np.float32),
+                "y_mask": np.ones((L, B), np.float32)}
+
+    def steps_per_epoch(self, B):
+        return max(1, (self.bounds["train"][1] // self.p["length"]) // B)
+
+
+class Words(Task):
+    """word2vec pairs from the words of standard-library docstrings (skip-gram or CBOW)"""
+    name = "words"
+    params = {"mode": "skipgram", "window": 5, "min_count": 5, "sample": 1e-3}
+
+    def __init__(self, text=None, **params):
+        super().__init__(**params)
+        if self.p["mode"] not in ("skipgram", "cbow"):
+            raise ValueError(f"task words: mode must be skipgram or cbow, got '{self.p['mode']}'")
+        words = re.findall(r"[a-z]+", (text if text is not None else stdlib_corpus()).lower())
+        self.vocab = Vocab.build([words], min_count=self.p["min_count"])
+        ids = np.array(self.vocab.encode(words), np.int64)
+        self.ids = ids[ids != 1]                      # unknown words dropped, as word2vec does
+        counts = self.vocab.counts.astype(np.float64)
+        total = counts.sum()
+        f = counts / max(total, 1)
+        t = self.p["sample"]
+        # word2vec's keep probability for frequent-word subsampling
+        self.keep = np.minimum(1.0, (np.sqrt(f / t) + 1) * t / np.maximum(f, 1e-12)) if t else np.ones_like(f)
+        n = len(self.ids)
+        self.bounds = {"train": (0, int(n * 0.95)), "valid": (int(n * 0.95), n), "test": (int(n * 0.95), n)}
+
+    def corpus_ids(self):
+        return self.ids
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        lo, hi = self.bounds[split]
+        W = self.p["window"]
+        centers = np.empty(B, np.int64)
+        ctx = np.full((B, 2 * W), -1, np.int64) if self.p["mode"] == "cbow" else np.empty(B, np.int64)
+        b = 0
+        while b < B:
+            i = int(rng.integers(lo + W, hi - W))
+            w = self.ids[i]
+            if rng.random() > self.keep[w]:
+                continue
+            shrink = int(rng.integers(1, W + 1))         # word2vec's random window size
+            if self.p["mode"] == "skipgram":
+                off = int(rng.integers(1, shrink + 1)) * (1 if rng.random() < 0.5 else -1)
+                centers[b], ctx[b] = w, self.ids[i + off]
+            else:
+                around = np.concatenate([self.ids[i - shrink:i], self.ids[i + 1:i + 1 + shrink]])
+                centers[b] = w
+                ctx[b, :len(around)] = around
+            b += 1
+        return {"center": centers, "context": ctx}
+
+    def steps_per_epoch(self, B):
+        return max(1, self.bounds["train"][1] // B)
+
+    def quality(self, E: np.ndarray, words: int = 200, k: int = 10) -> dict:
+        """Neighbour overlap: of each frequent word's k nearest neighbours (cosine), the share that
+        occur within the window of it somewhere in the corpus; chance is the same share for k
+        random words."""
+        top = [i for i in np.argsort(-self.vocab.counts) if i >= 4][:words]
+        near = {w: set() for w in top}
+        W = self.p["window"]
+        ids = self.ids
+        pos = {w: np.nonzero(ids == w)[0] for w in top}
+        for w in top:
+            for p in pos[w][:2000]:
+                near[w].update(ids[max(0, p - W):p + W + 1].tolist())
+        U = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        hits = chance = 0.0
+        for w in top:
+            sims = U[4:] @ U[w]
+            order = [i + 4 for i in np.argsort(-sims) if i + 4 != w][:k]
+            hits += np.mean([i in near[w] for i in order])
+            chance += len(near[w]) / len(self.vocab)
+        return {"neighbours": hits / len(top), "neighbours_chance": chance / len(top)}
+
+
+TASKS = {t.name: t for t in (Copy, Reverse, Sort, Addition, Dates, Adding, CopyMemory, Parity, Bits,
+                              Neighbours, CharLM, Words)}
+
+
+def get_task(name: str, **params) -> Task:
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown task '{name}'{hint} (tasks: {', '.join(sorted(TASKS))})")
+    return TASKS[name](**params)
+
+
+del EOS, UserError

@@ -1,0 +1,206 @@
+"""Every registry op: forward against a NumPy reference written from the equations, and a
+float64 finite-difference check of its backward, generated from the registry."""
+import numpy as np
+import pytest
+
+from graphspec.ops import REGISTRY
+from runtime.kernels import KERNELS, missing
+
+rng = np.random.default_rng(0)
+R, B, S, C, V = 6, 2, 3, 4, 7
+
+
+def f(*shape, lo=None):
+    x = rng.normal(0, 1, shape)
+    if lo is not None:             # keep rectifier inputs off the kink at 0
+        x = np.where(np.abs(x) < lo, np.sign(x + 1e-12) * lo, x)
+    return x
+
+
+def ids(*shape, n=V):
+    return rng.integers(0, n, shape).astype(np.int64)
+
+
+def tree():
+    from runtime.data import huffman_tree
+    return huffman_tree(rng.integers(1, 30, V))
+
+
+# op -> (inputs, out shape, out dtype, attrs, scratch (shape, dtype) or None)
+CASES = {
+    "matmul": lambda: ([f(3, C), f(R, C)], (R, 3), {}),
+    "add": lambda: ([f(R, C), f(1, C)], (R, C), {}),
+    "sub": lambda: ([f(R, 1), f(B, C)], (R, C), {}),
+    "mul": lambda: ([f(R, C), f(B, C)], (R, C), {}),
+    "tanh": lambda: ([f(R, C)], (R, C), {}),
+    "sigmoid": lambda: ([f(R, C)], (R, C), {}),
+    "rectify": lambda: ([f(R, C, lo=0.1), f(1, C)], (R, C), {}),
+    "softmax": lambda: ([f(R, C)], (R, C), {}),
+    "log_softmax": lambda: ([f(R, C)], (R, C), {}),
+    "place": lambda: ([f(R, 2)], (R, 5), {"col": 1, "width": 2}),
+    "take": lambda: ([f(R, 5)], (R, 2), {"col": 2, "width": 2}),
+    "copy": lambda: ([f(B, C)], (R, C), {}),
+    "sum": lambda: ([f(R, C)], (R, 1), {}),
+    "mean": lambda: ([f(R, C)], (R, 1), {}),
+    "select": lambda: ([(rng.random((R, 1)) > 0.5).astype(float), f(R, C), f(R, C)], (R, C), {}),
+    "embed": lambda: ([f(V, C), ids(R, 1)], (R, C), {}),
+    "embed_mean": lambda: ([f(V, C), np.where(rng.random((R, 3)) < 0.3, -1, ids(R, 3))], (R, C), {"width": 3}),
+    "cross_entropy": lambda: ([f(R, V), ids(R, 1), (rng.random((R, 1)) > 0.3).astype(float)], (1, 1), {"norm": 2.0}),
+    "mse": lambda: ([f(R, C), f(R, C), (rng.random((R, 1)) > 0.3).astype(float)], (1, 1), {"norm": 2.0}),
+    "tdot": lambda: ([f(S * B, C), f(B, C)], (S * B, 1), {}),
+    "tadd": lambda: ([f(S * B, C), f(B, C)], (S * B, C), {}),
+    "tsoftmax": lambda: ([f(S * B, 1), np.array([[1.0], [1], [1], [0], [1], [0]])], (S * B, 1), {"batch": B}),
+    "tsum": lambda: ([f(S * B, 1), f(S * B, C)], (B, C), {}),
+    "lastof": lambda: ([f(S * B, C), np.array([[1.0], [1], [1], [0], [0], [0]])], (B, C), {}),
+    "argmax": lambda: ([f(R, V)], (R, 1), {}),
+    "sample": lambda: ([f(R, V)], (R, 1), {"temperature": 1.0}),
+    "mix": lambda: ([ids(R, 1), ids(R, 1)], (R, 1), {"prob": 0.5}),
+    "dropout": lambda: ([f(R, C)], (R, C), {"p": 0.3}),
+    "hsoftmax": lambda: ([f(R, C), ids(R, 1), tree(), f(V - 1, C)], (1, 1), {"norm": 3.0}),
+    "negsample": lambda: ([f(R, C), ids(R, 1), ids(50, 1), f(V, C)], (1, 1), {"k": 3, "norm": 3.0}),
+}
+
+
+def run(name, ins, out_shape, attrs, dtype=np.float64, seed=0):
+    sig = REGISTRY[name]
+    fwd, bwd = KERNELS[name]
+    ins = [x.astype(dtype) if d == "f" else x for x, d in zip(ins, sig.inputs)]
+    out = np.zeros(out_shape, dtype if sig.out == "f" else np.int64)
+    a = [float(attrs[k]) for k in sig.attrs]
+    scratch = []
+    if sig.scratch:
+        cols = out_shape[1] if name == "dropout" else int(attrs["k"])
+        scratch = [np.zeros((ins[0].shape[0], cols), dtype if sig.scratch == "f" else np.int64)]
+    from runtime import _tape
+    _tape.seed(seed)
+    fwd(*ins, out, *a, *scratch)
+    return ins, out, a, scratch
+
+
+def test_every_registry_op_has_a_kernel_pair_and_a_case():
+    assert missing() == []
+    assert sorted(CASES) == sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].grad])
+def test_backward_matches_finite_differences(name):
+    sig = REGISTRY[name]
+    ins, out_shape, attrs = CASES[name]()
+    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    gout = rng.normal(0, 1, out.shape)
+    grads = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
+    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    KERNELS[name][1](*ins, out, gout, *grads, need, *a, *scratch)
+    eps = 1e-6
+    for k, d in enumerate(sig.inputs):
+        if not need & (1 << k):
+            continue
+        direction = rng.normal(0, 1, ins[k].shape)
+        plus = [x.copy() for x in ins]
+        minus = [x.copy() for x in ins]
+        plus[k] += eps * direction
+        minus[k] -= eps * direction
+        lp = (gout * run(name, plus, out_shape, attrs)[1]).sum()
+        lm = (gout * run(name, minus, out_shape, attrs)[1]).sum()
+        numeric = (lp - lm) / (2 * eps)
+        analytic = (grads[k] * direction).sum()
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(numeric)), (name, k, numeric, analytic)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].grad])
+def test_backward_accumulates(name):
+    sig = REGISTRY[name]
+    ins, out_shape, attrs = CASES[name]()
+    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    gout = rng.normal(0, 1, out.shape)
+    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    once = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
+    twice = [g.copy() for g in once]
+    KERNELS[name][1](*ins, out, gout, *once, need, *a, *scratch)
+    for _ in range(2):
+        KERNELS[name][1](*ins, out, gout, *twice, need, *a, *scratch)
+    for g1, g2 in zip(once, twice):
+        np.testing.assert_allclose(g2, 2 * g1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].out == "f" and n != "dropout"])
+def test_float32_forward_matches_float64(name):
+    ins, out_shape, attrs = CASES[name]()
+    o64 = run(name, ins, out_shape, attrs)[1]
+    o32 = run(name, ins, out_shape, attrs, dtype=np.float32)[1]
+    np.testing.assert_allclose(o32, o64, rtol=2e-5, atol=2e-5)
+
+
+# ---------------------------------------------------------------- references from the equations
+def test_matmul_is_w_times_each_row():
+    w, x = f(3, C), f(R, C)
+    _, out, _, _ = run("matmul", [w, x], (R, 3), {})
+    np.testing.assert_allclose(out, x @ w.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("a", [0.0, -1.0, 0.01, "learned"])
+def test_rectifier_family(a):
+    z = f(R, C)
+    slope = rng.uniform(0, 0.5, (1, C)) if a == "learned" else np.full((1, 1), a)
+    _, out, _, _ = run("rectify", [z, slope], (R, C), {})
+    np.testing.assert_allclose(out, np.maximum(0, z) + slope * np.minimum(0, z), rtol=1e-12)
+    if a == 0.0:
+        np.testing.assert_allclose(out, np.maximum(z, 0))
+    if a == -1.0:
+        np.testing.assert_allclose(out, np.abs(z))
+
+
+def test_squashing_and_softmax():
+    x = f(R, C) * 3
+    np.testing.assert_allclose(run("tanh", [x], (R, C), {})[1], np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(run("sigmoid", [x], (R, C), {})[1], 1 / (1 + np.exp(-x)), rtol=1e-12)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(run("softmax", [x], (R, C), {})[1], e / e.sum(1, keepdims=True), rtol=1e-12)
+    x32 = np.linspace(-12, 12, 2001).reshape(1, -1)
+    np.testing.assert_allclose(run("tanh", [x32], x32.shape, {}, dtype=np.float32)[1], np.tanh(x32), atol=5e-7)
+
+
+def test_cross_entropy_masks_padding_and_divides_by_norm():
+    o, y = f(R, V), ids(R, 1)
+    m = np.array([[1.0], [1], [0], [1], [0], [1]])
+    _, out, _, _ = run("cross_entropy", [o, y, m], (1, 1), {"norm": 2.0})
+    lse = np.log(np.exp(o).sum(1))
+    ref = ((lse - o[np.arange(R), y[:, 0]]) * m[:, 0]).sum() / 2
+    np.testing.assert_allclose(out[0, 0], ref, rtol=1e-12)
+
+
+def test_attention_over_time_major_keys():
+    k, q = f(S * B, C), f(B, C)
+    m = np.array([[1.0], [1], [1], [1], [1], [0]])        # sequence 1 has 2 real key steps
+    e = run("tdot", [k, q], (S * B, 1), {})[1]
+    ks = k.reshape(S, B, C)
+    np.testing.assert_allclose(e.reshape(S, B), np.einsum("sbc,bc->sb", ks, q), rtol=1e-12)
+    w = run("tsoftmax", [e, m], (S * B, 1), {"batch": B})[1].reshape(S, B)
+    assert w[2, 1] == 0 and np.allclose(w.sum(0), 1)
+    ref = np.exp(e.reshape(S, B)) * m.reshape(S, B)
+    np.testing.assert_allclose(w, ref / ref.sum(0), rtol=1e-12)
+    c = run("tsum", [w.reshape(-1, 1), k], (B, C), {})[1]
+    np.testing.assert_allclose(c, np.einsum("sb,sbc->bc", w, ks), rtol=1e-12)
+
+
+def test_lastof_reads_each_sequence_at_its_own_end():
+    x = f(S * B, C)
+    m = np.array([[1.0], [1], [1], [0], [0], [0]])        # lengths 2 and 1
+    out = run("lastof", [x, m], (B, C), {})[1]
+    np.testing.assert_allclose(out, x.reshape(S, B, C)[[1, 0], [0, 1]])
+
+
+def test_hierarchical_softmax_is_a_distribution_and_negsample_matches_its_formula():
+    t = tree()
+    v, W = f(1, C), f(V - 1, C)
+    total = 0.0
+    for w in range(V):
+        out = run("hsoftmax", [v, np.array([[w]]), t, W], (1, 1), {"norm": 1.0})[1]
+        total += np.exp(-out[0, 0])
+    assert abs(total - 1) < 1e-9
+    v, y, table, W = f(2, C), ids(2, 1), ids(20, 1), f(V, C)
+    ins, out, a, (drawn,) = run("negsample", [v, y, table, W], (1, 1), {"k": 3, "norm": 2.0})
+    ls = lambda x: -np.log1p(np.exp(-x))  # noqa: E731
+    ref = -sum(ls(v[r] @ W[y[r, 0]]) + sum(ls(-v[r] @ W[n]) for n in drawn[r]) for r in range(2)) / 2
+    np.testing.assert_allclose(out[0, 0], ref, rtol=1e-12)
+    assert set(drawn.ravel()) <= set(table.ravel())
