@@ -508,6 +508,8 @@ class Builder:
             guess = self._emit(out + ".pred", free.value, [pred], e.loc,
                                {"temperature": 1.0} if free.value == "sample" else {})
             self.g.nodes[guess.node].init = bos
+            # free running reads no target: the guess itself carries the decoder's axis
+            self.g.nodes[guess.node].declared_axis = yn.axis
             if self.mode == "train":
                 node = self._emit(out, "mix", [teacher, Operand(guess.node, 1)], e.loc, {"prob": sampling})
             else:

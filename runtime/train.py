@@ -142,16 +142,15 @@ def batch_metrics(model: Model, batch: dict, free: bool = False) -> dict:
         y = _steps(model, target)
         m = _steps(model, mask) if mask and mask in model.current.plan.buffers else None
         if op == "cross_entropy":
-            guess = p.argmax(-1)
-            yy = y[..., 0]
-            right = (guess == yy)
-            mm = m[..., 0] > 0.5 if m is not None and m.ndim == p.ndim else np.ones_like(right, bool)
+            guess = p.argmax(-1)                       # [T, B] or [B]
+            yy = y.reshape(guess.shape)
+            mm = (m.reshape(guess.shape) > 0.5) if m is not None and m.size == guess.size \
+                else np.ones(guess.shape, bool)
+            right = guess == yy
             out["tokens"] = out.get("tokens", 0) + int(mm.sum())
             out["right"] = out.get("right", 0) + int((right & mm).sum())
-            if right.ndim == 2:        # [T, B]: a sequence is right when every real step is
-                seq_ok = np.all(right | ~mm, axis=0)
-            else:
-                seq_ok = right
+            # a sequence is right when every real step is (one label: when the label is)
+            seq_ok = np.all(right | ~mm, axis=0) if right.ndim == 2 else right
             out["seqs"] = out.get("seqs", 0) + seq_ok.size
             out["seqs_right"] = out.get("seqs_right", 0) + int(seq_ok.sum())
         else:
