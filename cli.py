@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         return 0
     except graphspec.UserError as e:
-        return _fail(f"graphspec: {e}")
+        return _fail(f"graphspec: {e}", e.code)
     except Exception as e:       # a bug of ours, not the user's: say so in one line
         if os.environ.get("GRAPHSPEC_DEBUG"):
             raise

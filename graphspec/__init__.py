@@ -2,5 +2,5 @@
 
 Nothing here imports numba or runtime/: validating and compiling stay light and fast.
 """
-from .errors import SpecError, UserError  # noqa: F401
+from .errors import Interrupted, SpecError, UserError  # noqa: F401
 from .spec import load  # noqa: F401

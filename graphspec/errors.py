@@ -58,3 +58,9 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 class UserError(Exception):
     """Bad input that is not a spec (a data file, a checkpoint, a flag): one line, exit 2."""
+    code = 2
+
+
+class Interrupted(UserError):
+    """Ctrl-C: a checkpoint was written; exit 130 like any interrupted command."""
+    code = 130

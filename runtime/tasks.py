@@ -272,6 +272,13 @@ def stdlib_corpus() -> str:
     """The docstrings of a fixed list of standard-library modules, their classes, functions and
     methods, in a deterministic order (a few megabytes of English about programming)."""
     import importlib
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # deprecated modules warn when their docs are read
+        return _collect_docs(importlib)
+
+
+def _collect_docs(importlib) -> str:
     docs, seen = [], set()
     for name in STDLIB_MODULES:
         try:

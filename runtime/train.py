@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 import graphspec
-from graphspec.errors import UserError
+from graphspec.errors import Interrupted, UserError
 from graphspec.spec import read, train_config
 
 from .model import Model
@@ -46,7 +46,7 @@ def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = Non
     cfg.pop("task", None)
     if not name:
         raise UserError("the spec has no data.task and no --task/--data was given")
-    params = {k: v for k, v in cfg.items() if k not in ("min_count",)}
+    params = cfg
     try:
         return T.get_task(name, **params)
     except (ValueError, TypeError) as e:
@@ -356,9 +356,11 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     eval_every = int(cfg["eval_every"])
     result = {}
     step = start
+    stop = []
+    old_handler = _defer_sigint(stop)
     try:
         for step in range(start, total):
-            if stop_after is not None and step - start >= stop_after:
+            if stop or (stop_after is not None and step - start >= stop_after):
                 raise KeyboardInterrupt
             t0 = time.perf_counter()
             b = round_lengths(task.batch("train", B, step, seed), model)
@@ -392,8 +394,9 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
                 save_checkpoint(last, model, opt, step + 1, dict(meta, best_loss=best_loss))
                 _save_gradnorms(out, gradnorm_rows)
     except KeyboardInterrupt:
+        _restore_sigint(old_handler)
         mf.flush()
-        done = step if stop_after is None or step - start < stop_after else step
+        done = step              # steps start .. step-1 are complete; step was not begun
         save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss))
         _save_gradnorms(out, gradnorm_rows)
         bar.close()
@@ -401,19 +404,44 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         raise Interrupted(f"interrupted at step {done}; checkpoint written to {last} "
                           f"(continue with --resume)")
     except NonFinite as e:
+        _restore_sigint(old_handler)
         bar.close()
         mf.close()
         where = last if os.path.exists(last) else "none yet"
         raise UserError(f"the loss became NaN/Inf at step {step + 1}: node {e} is the first non-finite value; "
                         f"last good checkpoint: {where}. Try a lower --lr or a clip in the train section") from None
+    _restore_sigint(old_handler)
     bar.close()
     mf.close()
     _save_gradnorms(out, gradnorm_rows)
+    if hasattr(task, "quality"):
+        E = _embedding(model)
+        if E is not None:
+            result.update(task.quality(E))
     return result
 
 
-class Interrupted(UserError):
-    pass
+def _embedding(model):
+    for n in model.graph.nodes.values():
+        if n.op in ("embed", "embed_mean"):
+            return model.param(n.args[0].node).astype(np.float64)
+    return None
+
+
+def _defer_sigint(flag: list):
+    """Ctrl-C sets a flag the loop checks between steps (a checkpoint then holds whole steps)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, lambda *a: flag.append(1))
+
+
+def _restore_sigint(handler):
+    import signal
+    import threading
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
 
 
 def _step_seed(seed: int, step: int) -> int:

@@ -1,0 +1,60 @@
+"""User data files as tasks: TSV pairs for encoder-decoders, plain text for language models
+(characters) and word2vec (words). Vocabularies are built from the file; the last 10% of the
+examples (or of the text) is the validation split."""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import DataError, Vocab, load_pairs, pad_batch
+from .tasks import CharLM, Task, Words, rng_for
+
+
+class Pairs(Task):
+    """source<TAB>target pairs from a file"""
+    name = "pairs"
+
+    def __init__(self, path: str, max_len=None, min_count: int = 1):
+        super().__init__()
+        pairs = load_pairs(path, max_len=max_len)
+        if len(pairs) < 2:
+            raise DataError(f"{path}: {len(pairs)} pair(s); need at least 2 (one for validation)")
+        self.src_vocab = Vocab.build([s for s, _ in pairs], min_count=min_count)
+        self.tgt_vocab = Vocab.build([t for _, t in pairs], min_count=min_count)
+        self.vocab = self.tgt_vocab
+        cut = max(1, int(len(pairs) * 0.9))
+        self.splits = {"train": pairs[:cut], "valid": pairs[cut:], "test": pairs[cut:]}
+
+    def batch(self, split, B, step, seed=0):
+        rng = rng_for(seed, split, step)
+        data = self.splits[split]
+        pick = [data[i] for i in rng.integers(0, len(data), B)]
+        x, xm, xl = pad_batch([self.src_vocab.encode(s) for s, _ in pick])
+        y, ym, yl = pad_batch([self.tgt_vocab.encode(t, add_eos=True) for _, t in pick])
+        return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
+
+    def steps_per_epoch(self, B):
+        return max(1, len(self.splits["train"]) // B)
+
+
+def user_task(path: str, g, cfg: dict) -> Task:
+    from .data import _read_lines
+    lines = _read_lines(path)
+    if any("\t" in line for line in lines[:5]):
+        return Pairs(path, max_len=cfg.get("max_len"))
+    text = "\n".join(lines) + "\n"
+    has_axis = any(n.op == "input" and n.axis for n in g.nodes.values())
+    if has_axis:
+        task = CharLM(text=text, length=int(cfg.get("length", 64)), min_count=1)
+        if len(task.ids) < 20 * task.p["length"]:
+            raise DataError(f"{path}: {len(task.ids)} characters is too little text for windows of "
+                            f"{task.p['length']}; give at least {20 * task.p['length']}")
+        return task
+    params = {k: v for k, v in cfg.items() if k in Words.params}
+    task = Words(text=text, **params)
+    if len(task.ids) < 100:
+        raise DataError(f"{path}: only {len(task.ids)} words occur at least min_count times; "
+                        f"use more text or a smaller min_count")
+    return task
+
+
+del np

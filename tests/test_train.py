@@ -1,0 +1,156 @@
+"""Training through the Python API and the CLI: losses go down, runs resume bit-identically,
+bad checkpoints and bad data files give one clear line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from runtime.model import Model
+from runtime.optim import Optimizer, clip_by_global_norm
+from runtime.tasks import get_task
+from runtime.train import bind_dims, make_tables
+import graphspec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_losses(spec, task, steps, B=16, lr=0.01, bind_extra=None, optimizer="adam"):
+    g = graphspec.load(spec)
+    bind = dict(bind_dims(g, task), **(bind_extra or {}))
+    model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
+    opt = Optimizer({"optimizer": optimizer, "lr": lr}, model.nlearn)
+    losses = []
+    for step in range(steps):
+        losses.append(model.forward(task.batch("train", B, step, 0), seed=step))
+        model.backward()
+        g = model.current.G[:model.nlearn]
+        clip_by_global_norm(g, 5.0)
+        opt.step(model.current.F[:model.nlearn], g, lr)
+    return losses
+
+
+@pytest.mark.parametrize("spec, task, steps, factor", [
+    ("elman", get_task("charlm", length=32), 40, 0.75),
+    ("lstm", get_task("adding", length=20), 60, 0.6),
+    ("gru", get_task("charlm", length=32), 40, 0.75),
+    ("seq2seq_attention", get_task("dates"), 40, 0.6),
+    ("w2v_skipgram_ns", get_task("words", mode="skipgram"), 150, 0.9),
+    ("w2v_cbow_hs", get_task("words", mode="cbow"), 150, 0.9),
+])
+def test_training_lowers_the_loss(spec, task, steps, factor):
+    w2v = spec.startswith("w2v")
+    losses = train_losses(os.path.join(ROOT, "specs", f"{spec}.yaml"), task, steps, B=256 if w2v else 16,
+                          lr=0.02 if w2v else 0.01,
+                          bind_extra={"H": 32} if spec != "seq2seq_attention" else None)
+    first, last = np.mean(losses[:3]), np.mean(losses[-5:])
+    assert last < factor * first, (first, last)
+
+
+def test_same_seed_same_losses():
+    spec = os.path.join(ROOT, "specs", "bilstm_sum.yaml")
+    task = get_task("neighbours")
+    a = train_losses(spec, task, 5)
+    b = train_losses(spec, task, 5)
+    assert a == b
+
+
+def _losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(l) for l in f if '"grad_norm"' in l]
+
+
+def test_interrupt_and_resume_replays_the_same_losses(tmp_path, cli):
+    spec = "specs/seq_to_one.yaml"
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    r = cli("train", spec, "--steps", "400", "--out", full, "--quiet")
+    assert r.returncode == 0, r.stderr
+    # a real Ctrl-C in the middle of the run
+    env = dict(os.environ)
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "train", spec, "--steps", "400",
+                          "--out", str(cut), "--quiet"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = cut / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") >= 30:
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert p.returncode == 130 and "interrupted at step" in err and "Traceback" not in err
+    ck = np.load(cut / "last.npz")
+    stopped = json.loads(str(ck["meta"]))["step"]
+    assert 0 < stopped < 400
+    r = cli("train", spec, "--steps", "400", "--out", cut, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, b = _losses(full), _losses(cut)
+    assert [x["step"] for x in b] == list(range(1, 401))
+    assert [x["loss"] for x in a] == [x["loss"] for x in b]
+
+
+def test_stop_after_writes_a_checkpoint_and_resume_matches(tmp_path, cli):
+    spec = "specs/feedforward.yaml"
+    r = cli("train", spec, "--steps", "30", "--out", tmp_path / "a", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = cli("train", spec, "--steps", "30", "--out", tmp_path / "b", "--quiet", "--stop-after", "12")
+    assert r.returncode == 130 and "interrupted at step 12" in r.stderr
+    r = cli("train", spec, "--steps", "30", "--out", tmp_path / "b", "--quiet", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert [x["loss"] for x in _losses(tmp_path / "a")] == [x["loss"] for x in _losses(tmp_path / "b")]
+
+
+def test_bad_checkpoints_give_one_clear_line(tmp_path, cli):
+    run = tmp_path / "run"
+    r = cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet")
+    assert r.returncode == 0, r.stderr
+    good = (run / "last.npz").read_bytes()
+    (run / "last.npz").write_bytes(good[: len(good) // 2])
+    r = cli("eval", run / "last.npz")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"graphspec: {run / 'last.npz'}: not a readable checkpoint")
+    assert len(r.stderr.strip().splitlines()) == 1
+    (run / "last.npz").write_bytes(b"garbage")
+    r = cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--resume", "--quiet")
+    assert r.returncode == 2 and "not a readable checkpoint" in r.stderr
+    # a checkpoint of another spec is refused
+    (run / "last.npz").write_bytes(good)
+    r = cli("train", "specs/seq_to_one.yaml", "--steps", "3", "--out", run, "--resume", "--quiet")
+    assert r.returncode == 2
+    assert "was written for a different spec" in r.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"", "the file is empty"),
+    (b"abc\tdef\nno tab here\n", ":2: no tab; each line must be source<TAB>target"),
+    (b"abc\tdef\n\xff\xfe bad\tx\n", ":2: not UTF-8 (byte 0xff at offset 8); save the file as UTF-8"),
+])
+def test_bad_data_files(tmp_path, cli, content, message):
+    path = tmp_path / "data.tsv"
+    if content is not None:
+        path.write_bytes(content)
+    r = cli("train", "specs/seq2seq.yaml", "--data", path, "--steps", "2", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"graphspec: {path}{'' if message.startswith(':') else ': '}{message}"
+
+
+def test_user_pairs_train_and_predict(tmp_path, cli):
+    rng = np.random.default_rng(0)
+    lines = []
+    for _ in range(300):
+        s = "".join(rng.choice(list("abcdef"), rng.integers(2, 6)))
+        lines.append(f"{s}\t{s[::-1]}")
+    data = tmp_path / "rev.tsv"
+    data.write_text("\n".join(lines) + "\n")
+    r = cli("train", "specs/seq2seq.yaml", "--data", data, "--steps", "30", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = cli("predict", tmp_path / "run" / "last.npz", "abc", "--beam", "3")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 3
