@@ -232,6 +232,19 @@ def _infer_types(g: Graph, probs: Problems):
         ts = [operand_ty(g, a) for a in n.args]
         if any(t is None or t.feat == ANY for t in ts):
             continue        # reported below for the node that could not be inferred
+        # the kind of value first: token ids where reals are needed is the likelier mistake
+        want_types = "f" * len(ts) if n.op == "concat" else REGISTRY[n.op].inputs
+        wrong = False
+        for a, t, want in zip(n.args, ts, want_types):
+            if t.dtype != want:
+                kind = "token ids" if t.dtype == "i" else "real values"
+                need = "token ids" if want == "i" else "real values"
+                probs.add(n.loc, f"{n.op}: operand '{_shown(a.node)}' holds {kind} but {need} are needed here"
+                          + (" (look up an embedding first: E[x])" if t.dtype == "i" else ""))
+                wrong = True
+        if wrong:
+            n.ty = n.ty or Ty(ANY)
+            continue
         try:
             if not _prepare(g, n, ts):
                 raise ShapeError(f"{n.op}: cannot infer its operands' sizes")
@@ -240,14 +253,6 @@ def _infer_types(g: Graph, probs: Problems):
         except ShapeError as e:
             probs.add(n.loc, f"{e} (in node '{_shown(n.name)}')")
             n.ty = n.ty or Ty(ANY)
-            continue
-        want_types = "f" * len(ts) if n.op == "concat" else REGISTRY[n.op].inputs
-        for a, t, want in zip(n.args, ts, want_types):
-            if t.dtype != want:
-                kind = "token ids" if t.dtype == "i" else "real values"
-                need = "token ids" if want == "i" else "real values"
-                probs.add(n.loc, f"{n.op}: operand '{_shown(a.node)}' holds {kind} but {need} are needed here"
-                          + (" (look up an embedding first: E[x])" if t.dtype == "i" else ""))
     if not probs.items:
         for n in g.nodes.values():
             if n.ty is None or n.ty.feat == ANY:
@@ -267,7 +272,9 @@ def check_cycles(g: Graph) -> None:
     for comp in nx.strongly_connected_components(dg):
         if len(comp) == 1 and not dg.has_edge(next(iter(comp)), next(iter(comp))):
             continue
-        cyc = nx.find_cycle(dg.subgraph(comp))
+        order = {name: i for i, name in enumerate(g.nodes)}
+        start = min(comp, key=order.get)             # deterministic: from the node defined first
+        cyc = nx.find_cycle(dg.subgraph(comp), source=start)
         names = [_shown(u) for u, _ in cyc]
         # collapse runs through intermediates of one node (a#1 -> a)
         path = [x for i, x in enumerate(names) if i == 0 or x != names[i - 1]]

@@ -611,12 +611,13 @@ class Builder:
 
     def _load_blocks(self):
         files = sorted(os.path.join(STDLIB, f) for f in os.listdir(STDLIB) if f.endswith(".yaml"))
-        spec_dir = os.path.dirname(os.path.abspath(self.doc.file)) if self.doc.file != "<string>" else "."
+        # relative to the spec, and shown the way the spec's own path was given
+        spec_dir = os.path.dirname(self.doc.file) if self.doc.file != "<string>" else ""
         user = self.doc.data.get("blocks") or []
         for i, rel in enumerate(user if isinstance(user, list) else []):
             path = os.path.join(spec_dir, rel)
             if not os.path.exists(path):
-                self.probs.add(self.doc.where(("blocks", i)), f"block file '{rel}' not found (looked in {spec_dir})")
+                self.probs.add(self.doc.where(("blocks", i)), f"block file '{rel}' not found (looked for {path})")
                 continue
             files.append(path)
         for path in files:

@@ -16,6 +16,8 @@ from .errors import Loc, SpecError
 MAX_BYTES = 1 << 20          # a spec is a page of text; a megabyte is certainly a mistake
 MAX_DEPTH = 32
 MAX_NODES = 100_000          # counts alias re-visits too, so an alias bomb is refused
+# the standard tags plain YAML resolves to; anything else (!!python/object, ...) is refused
+PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge")}
 
 
 class Located:
@@ -63,6 +65,9 @@ def load_text(text: str, file: str = "<string>") -> Located:
         if depth > MAX_DEPTH:
             raise SpecError.at(loc(node), f"nesting deeper than {MAX_DEPTH} levels; a spec is shallower than that")
         locs[path] = loc(node)
+        if node.tag and node.tag not in PLAIN_TAGS:
+            raise SpecError.at(loc(node), f"the tag {node.tag} is not allowed: a spec is plain YAML "
+                                          f"(mappings, lists, strings and numbers)")
         if isinstance(node, yaml.MappingNode):
             out = {}
             for knode, vnode in node.value:

@@ -122,7 +122,18 @@ def _validator(sub=None):
 
 def _report(doc: Located, validator) -> None:
     probs = Problems()
-    for err in sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path))):
+    errors = sorted(validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    # a missing key that an unknown key nearly spells is reported once, as the misspelling
+    misspelt = set()
+    for err in errors:
+        if err.validator == "additionalProperties":
+            allowed = list(err.schema.get("properties", {}))
+            for k in err.instance or {}:
+                if k not in allowed:
+                    close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
+                    if close:
+                        misspelt.add((tuple(err.absolute_path), close[0]))
+    for err in errors:
         path = tuple(err.absolute_path)
         keys = "/".join(map(str, path)) or "(top level)"
         if err.validator == "additionalProperties":
@@ -133,7 +144,13 @@ def _report(doc: Located, validator) -> None:
                           f"unknown key '{k}' in {keys}{did_you_mean(k, allowed)} (allowed: {', '.join(allowed)})")
             continue
         if err.validator == "required":
+            missing = err.message.split("'")[1] if "'" in err.message else ""
+            if (path, missing) in misspelt:
+                continue
             probs.add(doc.where(path), f"{keys}: {err.message}")
+            continue
+        if err.validator == "oneOf" and path[:1] == ("dims",) and len(path) == 2:
+            probs.add(doc.where(path), f"dim '{path[1]}' must be a positive integer or 'data', got {err.instance!r}")
             continue
         if err.validator == "oneOf" and path[:1] == ("inputs",) and isinstance(err.instance, dict):
             probs.add(doc.where(path), f"{keys}: an input needs exactly one of tokens, real or label")
