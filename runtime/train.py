@@ -414,11 +414,41 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     bar.close()
     mf.close()
     _save_gradnorms(out, gradnorm_rows)
+    _save_attention(model, task, out, seed)
     if hasattr(task, "quality"):
         E = _embedding(model)
         if E is not None:
             result.update(task.quality(E))
     return result
+
+
+def _save_attention(model, task, out, seed):
+    """The attention weights of one validation example, decoded free running (for plot)."""
+    g = model.graph
+    att = [op.node for op in g.outputs.values() if g.nodes[op.node].op == "tsoftmax"]
+    if not att:
+        return
+    batch = task.batch("valid", 1, 0, seed)
+    mode = "free" if _has_teacher_forcing(model) else "eval"
+    model.forward(batch, mode=mode, seed=seed)
+    b = model.current.plan.buffers[att[0]]
+    w = model.current.view(att[0])[b.pre:b.shape[0] - b.post, :, 0]      # [T_tgt, S*1]
+    src_field = next(n.attrs["field"] for n in g.nodes.values() if n.op == "input" and n.axis and not n.attrs.get("target")
+                     and n.attrs.get("kind") == "tokens")
+    src_len = int(np.asarray(batch[src_field + "_mask"])[:, 0].sum())
+    sv = getattr(task, "src_vocab", None) or task.vocab
+    tv = getattr(task, "tgt_vocab", None) or task.vocab
+    logits = next(g.nodes[x].args[0].node for x in g.losses if g.nodes[x].op == "cross_entropy")
+    lb = model.current.plan.buffers[logits]
+    pred = model.current.view(logits)[lb.pre:lb.shape[0] - lb.post, 0].argmax(-1)
+    tgt = []
+    for i in pred:
+        tgt.append(tv.itos[int(i)])
+        if int(i) == 3:
+            break
+    src = [sv.itos[int(i)] for i in np.asarray(batch[src_field])[:src_len, 0]]
+    np.savez(os.path.join(out, "attention.npz"), weights=w[:len(tgt), :src_len].astype(np.float64),
+             src=np.array(src), tgt=np.array(tgt))
 
 
 def _embedding(model):
