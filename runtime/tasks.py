@@ -234,23 +234,27 @@ class Bits(Task):
 
 
 class Neighbours(Task):
-    """tag each digit with (previous digit + next digit) mod 10: needs both directions"""
+    """tag each digit with the pair (previous digit, next digit): needs both directions"""
     name = "neighbours"
     params = {"min_len": 5, "max_len": 15}
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.vocab = Vocab(list("0123456789"))
+        self.src_vocab = Vocab(list("0123456789"))
+        # one tag per pair, '-' where a neighbour is missing: the readout is additive in the
+        # two directions' states, so a linear output layer can name the pair
+        digits = list("0123456789-")
+        self.tgt_vocab = Vocab([a + b for a in digits for b in digits])
+        self.vocab = self.tgt_vocab
 
     def batch(self, split, B, step, seed=0):
         rng = rng_for(seed, split, step)
         xs, ys = [], []
         for _ in range(B):
-            d = rng.integers(0, 10, rng.integers(self.p["min_len"], self.p["max_len"] + 1))
-            prev = np.concatenate([[0], d[:-1]])
-            nxt = np.concatenate([d[1:], [0]])
-            xs.append(list(4 + d))
-            ys.append(list(4 + (prev + nxt) % 10))
+            d = "".join(str(v) for v in rng.integers(0, 10, rng.integers(self.p["min_len"], self.p["max_len"] + 1)))
+            xs.append(self.src_vocab.encode(list(d)))
+            tags = [(d[i - 1] if i > 0 else "-") + (d[i + 1] if i + 1 < len(d) else "-") for i in range(len(d))]
+            ys.append(self.tgt_vocab.encode(tags))
         x, m, n = pad_batch(xs)
         y, _, _ = pad_batch(ys)
         return {"x": x, "x_mask": m, "x_len": n, "y": y, "y_mask": m}
