@@ -1,0 +1,80 @@
+"""Run every benchmark and write bench/results.json and the tables in bench/README.md.
+
+    pip install -e '.[bench]' && python bench/run.py [--quick]
+
+Throughput against torch (bench/throughput.py), word2vec against gensim (bench/word2vec.py),
+compile time against T (bench/compile.py), GFLOP/s, start times and memory (bench/system.py).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+
+MARK = "<!-- results -->"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, the two smaller sizes")
+    a = ap.parse_args()
+    from bench import system, throughput, word2vec
+    t0 = time.time()
+    res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}
+    sizes = throughput.SIZES[:2] if a.quick else throughput.SIZES
+    res["throughput"] = throughput.measure(sizes=sizes, rounds=3 if a.quick else 5, steps=5)
+    res["word2vec"] = word2vec.measure(epochs=5)
+    res["system"] = system.measure()
+    res["seconds"] = time.time() - t0
+    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+        json.dump(res, f, indent=1, default=float)
+    s = res["system"]
+    comp = "\n".join(f"| {r['T']} | {r['unroll_s']:.3f} | {r['plan_s'] + r['tape_s']:.3f} | {r['plan_ops']} |" for r in s["compile"])
+    ach = "\n".join(f"| {r['cell']} B={r['B']} T={r['T']} H={r['H']} | {r['gflops_per_s']:.1f} | {s['matmul_peak_gflops']:.1f} | "
+                    f"{r['gflops_per_s'] / s['matmul_peak_gflops']:.2f} |" for r in s["achieved"])
+    m = s["memory"]
+    text = f"""{MARK}
+Measured {res['machine']['date']} on this machine ({res['machine']['cpus']} cores, Python {res['machine']['python']}),
+2 threads, float32; `python bench/run.py` regenerates everything below.
+
+### Training throughput (tokens/s; ratio = graphspec / peer, higher is better)
+
+{throughput.table(res['throughput'])}
+
+### word2vec on lee_background.cor (5 epochs; corpus words/s; quality side by side)
+
+{word2vec.table(res['word2vec'])}
+
+### Compile time of specs/lstm.yaml (batch 32)
+
+| T | unroll (s) | plan + tape (s) | plan ops |
+|---|---|---|---|
+{comp}
+
+### GEMM throughput inside a training step
+
+| model | achieved GFLOP/s (GEMMs) | numpy float32 matmul peak | share |
+|---|---|---|---|
+{ach}
+
+### Start and memory
+
+- cold start to the first training step (empty numba cache): {s['start']['cold_start_s']:.1f} s; warm start: {s['start']['warm_start_s']:.2f} s
+- LSTM at T=1000 (B=32, H=128), memory of one forward+backward: graphspec {m['graphspec_step_mb']:.0f} MB, torch {m['torch_step_mb']:.0f} MB (ratio {m['ratio graphspec/torch (step memory)']:.2f})
+"""
+    path = os.path.join(ROOT, "bench", "README.md")
+    head = open(path).read().split(MARK)[0] if os.path.exists(path) else "# Benchmarks\n\n"
+    with open(path, "w") as f:
+        f.write(head + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
