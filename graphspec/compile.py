@@ -512,7 +512,7 @@ class _Compiler:
             cols = out.cols if op == "dropout" else int(attrs["k"])
             rows = ins[0].rows
             scratch = self._scratch(f"{n.name}.scratch[{'*' if t is None else t}]", sig.scratch, rows, cols)
-        self.plan.eqns.append(Eqn(op, out, ins, attrs, tuple(need), scratch=scratch))
+        self.plan.eqns.append(Eqn(op, out, ins, attrs, tuple(need), scratch=scratch, node=n.name))
 
 
 def _fixpoint(g: Graph, rule) -> dict:

@@ -487,7 +487,8 @@ class Builder:
 
     def _teacher_forced(self, e: E.Call, scope: Scope, out: str, name: str) -> Operand:
         """prev = y[t-1] when training (teacher forcing), argmax(o[t-1]) when free running;
-        scheduled sampling mixes the two with probability `sampling`."""
+        scheduled sampling mixes the two with probability `sampling`, constant or rising linearly
+        over training (schedule='linear'; the trainer sets the probability every step)."""
         if len(e.args) != 2:
             raise SpecError.at(e.loc, "teacher_forced(y, o) takes the target y and the prediction o it replaces")
         y = self._lower(e.args[0], scope, out)
@@ -500,6 +501,11 @@ class Builder:
         if not isinstance(free, E.Str) or free.value not in ("argmax", "sample"):
             raise SpecError.at(getattr(free, "loc", e.loc), "teacher_forced: free must be 'argmax' or 'sample'")
         sampling = self._number(e.kwargs["sampling"], scope) if "sampling" in e.kwargs else 0.0
+        schedule = e.kwargs.get("schedule", E.Str("constant", e.loc))
+        if not isinstance(schedule, E.Str) or schedule.value not in ("constant", "linear"):
+            raise SpecError.at(getattr(schedule, "loc", e.loc),
+                               "teacher_forced: schedule must be 'constant' (sample with probability `sampling` "
+                               "throughout) or 'linear' (from 0 at the first step to `sampling` at the last)")
         bos = self._const_tokens(BOS)
         teacher = Operand(y.node, 1)
         if self.mode == "train" and sampling == 0.0:
@@ -511,7 +517,8 @@ class Builder:
             # free running reads no target: the guess itself carries the decoder's axis
             self.g.nodes[guess.node].declared_axis = yn.axis
             if self.mode == "train":
-                node = self._emit(out, "mix", [teacher, Operand(guess.node, 1)], e.loc, {"prob": sampling})
+                node = self._emit(out, "mix", [teacher, Operand(guess.node, 1)], e.loc,
+                                  {"prob": sampling, "schedule": schedule.value})
             else:
                 node = Operand(guess.node, 1)
         self.g.nodes[y.node].init = bos

@@ -66,6 +66,7 @@ class Eqn:
     need: tuple = ()           # per input: does backward accumulate a gradient into it
     nofwd: bool = False
     scratch: Optional[View] = None
+    node: str = ""             # the step-graph node it computes (for errors and schedules)
 
     def __str__(self) -> str:
         ty = f"{'i' if self.out.dtype == 'i' else 'f'}[{self.out.rows},{self.out.cols}]"

@@ -24,6 +24,7 @@ def register(sub):
     s.add_argument("--seed", type=int)
     s.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
+    s.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds an earlier run")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--stop-after", type=int, help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
@@ -87,7 +88,7 @@ def cmd_train(args):
     out = args.out or os.path.join("runs", g.name)
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
-              progress=not args.quiet, stop_after=args.stop_after)
+              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite)
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
     for k, want in target.items():

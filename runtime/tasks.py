@@ -368,23 +368,20 @@ class Words(Task):
         rng = rng_for(seed, split, step)
         lo, hi = self.bounds[split]
         W = self.p["window"]
-        centers = np.empty(B, np.int64)
-        ctx = np.full((B, 2 * W), -1, np.int64) if self.p["mode"] == "cbow" else np.empty(B, np.int64)
-        b = 0
-        while b < B:
-            i = int(rng.integers(lo + W, hi - W))
-            w = self.ids[i]
-            if rng.random() > self.keep[w]:
-                continue
-            shrink = int(rng.integers(1, W + 1))         # word2vec's random window size
-            if self.p["mode"] == "skipgram":
-                off = int(rng.integers(1, shrink + 1)) * (1 if rng.random() < 0.5 else -1)
-                centers[b], ctx[b] = w, self.ids[i + off]
-            else:
-                around = np.concatenate([self.ids[i - shrink:i], self.ids[i + 1:i + 1 + shrink]])
-                centers[b] = w
-                ctx[b, :len(around)] = around
-            b += 1
+        picked = np.empty(0, np.int64)
+        while len(picked) < B:               # frequent-word subsampling by rejection, vectorised
+            i = rng.integers(lo + W, hi - W, 2 * B)
+            picked = np.concatenate([picked, i[rng.random(2 * B) < self.keep[self.ids[i]]]])
+        i = picked[:B]
+        centers = self.ids[i]
+        shrink = rng.integers(1, W + 1, B)   # word2vec's random window size
+        if self.p["mode"] == "skipgram":
+            off = rng.integers(0, shrink) + 1
+            off = np.where(rng.random(B) < 0.5, off, -off)
+            return {"center": centers, "context": self.ids[i + off]}
+        offs = np.concatenate([np.arange(-W, 0), np.arange(1, W + 1)])
+        ctx = self.ids[i[:, None] + offs[None, :]]
+        ctx = np.where(np.abs(offs)[None, :] <= shrink[:, None], ctx, -1)
         return {"center": centers, "context": ctx}
 
     def steps_per_epoch(self, B):

@@ -289,7 +289,9 @@ def first_nonfinite(model: Model) -> Optional[str]:
     for e in ex.plan.eqns:
         v = ex.F[e.out.offset:e.out.offset + e.out.rows * e.out.cols] if e.out.dtype == "f" else None
         if v is not None and not np.all(np.isfinite(v)):
-            return f"{e.out.buf}[{e.out.slot}]" if e.out.slot else e.out.buf
+            where = f" at {e.out.slot}" if e.out.slot else ""
+            part = f" (its part {e.out.buf})" if "#" in e.out.buf else ""
+            return f"'{e.node.split('#')[0] or e.out.buf}'{part}{where}"
     return None
 
 
@@ -309,7 +311,7 @@ def grad_norms_over_time(model: Model, node: str) -> np.ndarray:
 def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optional[str] = None,
         steps: Optional[int] = None, epochs: Optional[int] = None, batch: Optional[int] = None,
         lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
-        progress: bool = True, stop_after: Optional[int] = None) -> dict:
+        progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False) -> dict:
     """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
     that many steps of this invocation) as if interrupted, writing last.npz: used by tests."""
     g0 = graphspec.load(spec)
@@ -347,8 +349,13 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         start = int(ck["meta"]["step"])
         best_loss = float(ck["meta"].get("best_loss", math.inf))
         _truncate_metrics(metrics_path, start)
-    elif os.path.exists(metrics_path):
-        os.unlink(metrics_path)
+    else:
+        if os.path.exists(last) and not overwrite:
+            raise UserError(f"{out} holds a checkpoint of an earlier run; continue it with --resume, "
+                            f"train into another --out, or pass --overwrite to start again")
+        for stale in (metrics_path, last, best, os.path.join(out, "gradnorm.npy")):
+            if os.path.exists(stale):
+                os.unlink(stale)
     mf = open(metrics_path, "a")
     bar = Progress(total, start, progress)
     states = state_nodes(model)
@@ -364,6 +371,7 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
                 raise KeyboardInterrupt
             t0 = time.perf_counter()
             b = round_lengths(task.batch("train", B, step, seed), model)
+            _schedule_sampling(model, b, step, total)
             loss = model.forward(b, mode="train", seed=_step_seed(seed, step))
             if not math.isfinite(loss):
                 raise NonFinite(first_nonfinite(model) or "loss")
@@ -472,6 +480,20 @@ def _restore_sigint(handler):
     import threading
     if handler is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
+
+
+def _schedule_sampling(model, batch, step, total):
+    """Scheduled sampling with schedule='linear': the probability of feeding the model's own
+    guess rises from 0 at the first step to `sampling` at the last."""
+    g = model.graph
+    mixes = {n.name: n.attrs for n in g.nodes.values() if n.op == "mix" and n.attrs.get("schedule") == "linear"}
+    if not mixes:
+        return
+    lengths, B = model.shape_of(batch)
+    ex = model.executor(lengths, B, "train")
+    for i, e in enumerate(ex.plan.eqns):
+        if e.op == "mix" and e.node in mixes:
+            ex.attrs[i, 0] = mixes[e.node]["prob"] * step / max(total - 1, 1)
 
 
 def _step_seed(seed: int, step: int) -> int:

@@ -154,3 +154,51 @@ def test_user_pairs_train_and_predict(tmp_path, cli):
     r = cli("predict", tmp_path / "run" / "last.npz", "abc", "--beam", "3")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 3
+
+
+def test_generate_and_neighbors_from_checkpoints(tmp_path, cli):
+    r = cli("train", "specs/elman.yaml", "--steps", "20", "--out", tmp_path / "lm", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = cli("generate", tmp_path / "lm" / "last.npz", "--prompt", "Return the", "--length", "30")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Return the") and len(r.stdout.rstrip("\n")) >= len("Return the") + 20
+    r = cli("train", "specs/w2v_skipgram_ns.yaml", "--steps", "20", "--out", tmp_path / "w2v", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = cli("neighbors", tmp_path / "w2v" / "last.npz", "the", "-k", "5")
+    assert r.returncode == 0, r.stderr
+    rows = [l.split("\t") for l in r.stdout.splitlines()]
+    assert len(rows) == 5 and all(-1 <= float(s) <= 1 for _, s in rows) and "the" not in [w for w, _ in rows]
+    r = cli("neighbors", tmp_path / "w2v" / "last.npz", "--analogy", "list", "lists", "string", "-k", "3")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
+    r = cli("neighbors", tmp_path / "w2v" / "last.npz", "zzzzunknown")
+    assert r.returncode == 2 and r.stderr.strip() == "graphspec: 'zzzzunknown' is not in the vocabulary"
+
+
+def test_a_diverging_run_stops_naming_the_node(tmp_path, cli):
+    r = cli("train", "specs/elman.yaml", "--steps", "50", "--lr", "1e38", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("graphspec: the loss became NaN/Inf at step ")
+    assert "is the first non-finite value; last good checkpoint: none yet" in r.stderr
+
+
+def test_a_fresh_run_never_overwrites_an_earlier_one(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet").returncode == 0
+    r = cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"graphspec: {run} holds a checkpoint of an earlier run; continue it with --resume, "
+                                f"train into another --out, or pass --overwrite to start again")
+    assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet", "--overwrite").returncode == 0
+
+
+def test_scheduled_sampling_probability_rises_linearly():
+    from runtime.train import _schedule_sampling, round_lengths
+    text = open(os.path.join(ROOT, "specs", "seq2seq.yaml")).read().replace(
+        "teacher_forced(y, o, free='argmax')", "teacher_forced(y, o, sampling=0.5, schedule='linear')")
+    task = get_task("reverse")
+    m = Model(os.path.join(ROOT, "specs", "seq2seq.yaml"), text=text, bind={"V": len(task.vocab), "H": 8})
+    b = round_lengths(task.batch("train", 4, 0, 0), m)
+    for step, want in ((0, 0.0), (50, 0.25), (100, 0.5)):
+        _schedule_sampling(m, b, step, 101)
+        probs = {m.current.attrs[i, 0] for i, e in enumerate(m.current.plan.eqns) if e.op == "mix"}
+        assert probs == {want}
