@@ -30,6 +30,7 @@ def main():
     res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}
     sizes = throughput.SIZES[:2] if a.quick else throughput.SIZES
     res["throughput"] = throughput.measure(sizes=sizes, rounds=3 if a.quick else 5, steps=5)
+    res["seq2seq"] = throughput.measure_seq2seq(rounds=3 if a.quick else 5)
     res["word2vec"] = word2vec.measure(epochs=5)
     res["system"] = system.measure()
     res["seconds"] = time.time() - t0
@@ -47,6 +48,10 @@ Measured {res['machine']['date']} on this machine ({res['machine']['cpus']} core
 ### Training throughput (tokens/s; ratio = graphspec / peer, higher is better)
 
 {throughput.table(res['throughput'])}
+
+Encoder-decoder with attention (bidirectional GRU encoder, LSTM decoder, general attention) at the
+dates task's sizes (B=64, source 24, target 11 steps): graphspec {res['seq2seq']['graphspec']['tokens_per_s']:,.0f}
+target tokens/s, torch {res['seq2seq']['torch nn']['tokens_per_s']:,.0f}: ratio {res['seq2seq']['ratio vs torch nn']:.2f}.
 
 ### word2vec on lee_background.cor (5 epochs; corpus words/s; quality side by side)
 

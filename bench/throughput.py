@@ -185,6 +185,86 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- encoder-decoder with attention
+S2S = {"B": 64, "S": 24, "T": 11, "V_src": 40, "V_tgt": 16, "D": 32, "H": 64, "H2": 128}   # the dates task's sizes
+
+
+class Seq2SeqGraphspec:
+    name = "graphspec"
+
+    def __init__(self):
+        from runtime.model import Model
+        from runtime.optim import Optimizer
+        c = S2S
+        self.m = Model(os.path.join(ROOT, "bench", "specs", "seq2seq_attention.yaml"))
+        rng = np.random.default_rng(0)
+        self.b = {"x": rng.integers(4, c["V_src"], (c["S"], c["B"])), "x_mask": np.ones((c["S"], c["B"])),
+                  "y": rng.integers(4, c["V_tgt"], (c["T"], c["B"])), "y_mask": np.ones((c["T"], c["B"]))}
+        self.opt = Optimizer({"optimizer": "adam", "lr": 1e-3}, self.m.nlearn)
+
+    step = Graphspec.step
+
+
+class Seq2SeqTorch:
+    name = "torch nn"
+
+    def __init__(self):
+        import torch
+        nn = torch.nn
+        c = S2S
+        self.torch = torch
+        rng = np.random.default_rng(0)
+        self.x = torch.from_numpy(rng.integers(4, c["V_src"], (c["S"], c["B"])))
+        self.y = torch.from_numpy(rng.integers(4, c["V_tgt"], (c["T"], c["B"])))
+        self.prev = torch.cat([torch.full((1, c["B"]), 2, dtype=self.y.dtype), self.y[:-1]])
+        self.E_x, self.E_y = nn.Embedding(c["V_src"], c["D"]), nn.Embedding(c["V_tgt"], c["D"])
+        self.enc = nn.GRU(c["D"], c["H"], bidirectional=True)
+        self.dec = nn.LSTM(c["D"], c["H2"])
+        self.W_a = nn.Linear(c["H2"], 2 * c["H"], bias=False)
+        self.W_c = nn.Linear(2 * c["H2"], c["H2"], bias=False)
+        self.out = nn.Linear(c["H2"], c["V_tgt"])
+        mods = (self.E_x, self.E_y, self.enc, self.dec, self.W_a, self.W_c, self.out)
+        self.params = [p for m in mods for p in m.parameters()]
+        self.opt = torch.optim.Adam(self.params, lr=1e-3)
+        self.B = c["B"]
+
+    def step(self):
+        torch = self.torch
+        self.opt.zero_grad(set_to_none=True)
+        enc, _ = self.enc(self.E_x(self.x))                                # [S, B, 2H]
+        h0 = enc[-1].unsqueeze(0)
+        d, _ = self.dec(self.E_y(self.prev), (h0, torch.zeros_like(h0)))    # [T, B, H2]
+        scores = torch.einsum("tbh,sbh->tbs", self.W_a(d), enc)
+        ctx = torch.einsum("tbs,sbh->tbh", torch.softmax(scores, -1), enc)
+        logits = self.out(torch.tanh(self.W_c(torch.cat([d, ctx], -1))))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.y.reshape(-1),
+                                                 reduction="sum") / self.B
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.opt.step()
+        return float(loss)
+
+
+def measure_seq2seq(rounds=5, steps=5):
+    import torch
+    torch.set_num_threads(2)
+    built = [Seq2SeqGraphspec(), Seq2SeqTorch()]
+    for s in built:
+        for _ in range(2):
+            s.step()
+    per = {s.name: [] for s in built}
+    for r in range(rounds):
+        for s in (built if r % 2 == 0 else built[::-1]):
+            per[s.name].append(time_steps(s, steps))
+    tokens = S2S["B"] * S2S["T"]
+    row = {"model": "seq2seq attention (dates sizes)", **S2S}
+    for name, t in per.items():
+        row[name] = {"step_ms": statistics.median(t) * 1e3, "tokens_per_s": tokens / statistics.median(t)}
+    row["ratio vs torch nn"] = row["graphspec"]["tokens_per_s"] / row["torch nn"]["tokens_per_s"]
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)

@@ -596,7 +596,7 @@ class Builder:
     def _meta(self, e: E.Call, scope: Scope, name: str) -> Operand:
         if not e.args or not isinstance(e.args[0], E.Call) or e.args[0].fn not in self.blocks:
             raise SpecError.at(e.loc, f"{e.fn}() wraps a block call, e.g. {e.fn}(lstm(x, H))")
-        inner = e.args[0]
+        inner = self._variant(e.args[0])
         block = self.blocks[inner.fn]
         base = name if "#" not in name else name.split("#")[0]
         if e.fn == "bidirectional":
