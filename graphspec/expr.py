@@ -81,11 +81,16 @@ def parse(text: Any, loc: Loc) -> Expr:
         raise SpecError.at(loc, f"equation longer than {MAX_EXPR_CHARS} characters; split it into several nodes")
     try:
         tree = ast.parse(text.strip(), mode="eval")
+    except RecursionError:
+        raise SpecError.at(loc, "equation nested too deeply; split it into several nodes") from None
     except SyntaxError as e:
         col = (e.offset or 1) - 1 + (len(text) - len(text.lstrip()))
         raise SpecError.at(loc.shifted(col), f"cannot parse equation '{text.strip()}': {e.msg}") from None
     lead = len(text) - len(text.lstrip())
-    return _convert(tree.body, loc, lead)
+    try:
+        return _convert(tree.body, loc, lead)
+    except RecursionError:
+        raise SpecError.at(loc, "equation nested too deeply; split it into several nodes") from None
 
 
 def _convert(node, base: Loc, lead: int) -> Expr:

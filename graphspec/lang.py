@@ -34,6 +34,11 @@ SPECIAL = ("concat", "split", "slice", "embed", "embed_mean", "leaky_relu", "pre
            "argmax", "sample", "dropout", "teacher_forced", "hsoftmax", "negsample",
            "bidirectional", "stack", "select")
 FUNCTIONS = sorted(set(UNARY) | set(RECTIFIERS) | set(SPECIAL))
+# the keyword arguments each function takes (any other is an error, never silently ignored)
+KWARGS = {"leaky_relu": ("a",), "sample": ("temperature",), "negsample": ("k",),
+          "teacher_forced": ("free", "sampling", "schedule"), "bidirectional": ("combine",), "stack": ("layers",)}
+USAGE = {"leaky_relu": "leaky_relu(z, a=0.01)", "sample": "sample(o, temperature=1)",
+         "teacher_forced": "teacher_forced(y, o, free='argmax', sampling=0, schedule='constant')"}
 
 
 @dataclass
@@ -184,6 +189,11 @@ class Builder:
         for name, spec in params.items():
             loc = doc.key_loc(path + (name,))
             full = scope.prefix + name
+            taken = _lookup_local(scope, name)
+            if taken is not None:
+                what = "a dim" if isinstance(taken, tuple) else "an input" if full in self.g.nodes and \
+                    self.g.nodes[full].op == "input" else "a block argument"
+                self.probs.add(loc, f"duplicate name '{name}': already defined as {what}")
             shape = [self._size(s, scope, doc.where(path + (name, "shape", i)))
                      for i, s in enumerate(spec.get("shape", []))]
             init = self._init(spec.get("init", "zeros" if len(shape) < 2 else "xavier"), scope,
@@ -207,7 +217,7 @@ class Builder:
         e = E.parse(text, loc) if isinstance(text, str) else E.Num(float(text), loc)
         if isinstance(e, E.Num):
             return ("constant", [e.value])
-        name = e.id if isinstance(e, E.Name) else e.fn if isinstance(e, E.Call) else None
+        name = e.id if isinstance(e, E.Name) else e.fn if isinstance(e, E.Call) else str(text)
         if name not in INITS:
             self.probs.add(loc, f"unknown initializer '{name}'{did_you_mean(str(name), INITS)} "
                                 f"(known: {', '.join(sorted(INITS))})")
@@ -239,9 +249,12 @@ class Builder:
             for t in targets:
                 if not t.isidentifier():
                     self.probs.add(doc.key_loc(path + (key,)), f"'{t}' is not a valid node name")
-                if _lookup_local(scope, t) is not None:
-                    self.probs.add(doc.key_loc(path + (key,)), f"duplicate name '{t}': already defined as "
-                                   f"{'a param' if self.g.nodes.get(scope.prefix + t, Node('', '')).op == 'param' else 'an input or node'}")
+                taken = _lookup_local(scope, t)
+                if taken is not None:
+                    op = self.g.nodes.get(scope.prefix + t, Node('', '')).op
+                    what = ("a dim" if isinstance(taken, tuple) else "a param" if op == "param"
+                            else "an input" if op == "input" else "a node")
+                    self.probs.add(doc.key_loc(path + (key,)), f"duplicate name '{t}': already defined as {what}")
                 scope.names[t] = Operand(scope.prefix + t)
             if scope.prefix == "":
                 self.g.user_nodes.extend(targets)
@@ -392,6 +405,12 @@ class Builder:
         if fn not in UNARY and fn not in RECTIFIERS and fn not in SPECIAL:
             known = FUNCTIONS + sorted(self.blocks)
             raise SpecError.at(loc, f"unknown function '{fn}'{did_you_mean(fn, known)}")
+        allowed = KWARGS.get(fn, ())
+        for k, v in e.kwargs.items():
+            if k not in allowed:
+                usage = USAGE.get(fn, f"{fn}(...)")
+                hint = did_you_mean(k, allowed) if allowed else ""
+                raise SpecError.at(v.loc, f"{fn} has no argument '{k}'" + (hint or f" ({usage})"))
         low = lambda x: self._lower(x, scope, out)  # noqa: E731
         if fn in UNARY:
             self._arity(e, 1)
@@ -623,6 +642,9 @@ class Builder:
         user = self.doc.data.get("blocks") or []
         for i, rel in enumerate(user if isinstance(user, list) else []):
             path = os.path.join(spec_dir, rel)
+            if os.path.isdir(path):
+                self.probs.add(self.doc.where(("blocks", i)), f"block file '{rel}' is a directory ({path}), not a block file")
+                continue
             if not os.path.exists(path):
                 self.probs.add(self.doc.where(("blocks", i)), f"block file '{rel}' not found (looked for {path})")
                 continue

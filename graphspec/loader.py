@@ -73,6 +73,9 @@ def load_text(text: str, file: str = "<string>") -> Located:
             for knode, vnode in node.value:
                 if not isinstance(knode, yaml.ScalarNode):
                     raise SpecError.at(loc(knode), "a key must be a plain name, not a list or mapping")
+                if knode.tag and knode.tag not in PLAIN_TAGS:
+                    raise SpecError.at(loc(knode), f"the tag {knode.tag} is not allowed: a spec is plain YAML "
+                                                   f"(mappings, lists, strings and numbers)")
                 if knode.tag == "tag:yaml.org,2002:merge":
                     raise SpecError.at(loc(knode), "YAML merge keys (<<) are not supported; write the keys out")
                 key = loader.construct_object(knode)
@@ -96,6 +99,8 @@ def load_text(text: str, file: str = "<string>") -> Located:
 
 
 def load_file(path: str) -> Located:
+    if os.path.isdir(path):
+        raise SpecError.at(Loc(path, 1, 1), "a directory, not a spec file")
     try:
         size = os.path.getsize(path)
     except OSError:

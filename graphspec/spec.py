@@ -34,7 +34,7 @@ def load(path: str, text: Optional[str] = None, mode: str = "train",
     doc = read(path, text)
     check_spec(doc)
     g = Builder(doc, mode=mode, bind=bind).build()
+    check_cycles(g)         # first: an undelayed cycle also leaves its sizes uninferable
     infer(g)
-    check_cycles(g)
     g.source = doc
     return g

@@ -1,198 +1,508 @@
 """The bad-spec suite: every malformed spec in tests/bad_specs/ gives exactly these lines on
-stderr (file:line:col: message), nothing on stdout, exit code 2, and never a traceback."""
+stderr (file:line:col: message), nothing on stdout, exit code 2, and never a traceback.
+
+Each file opens with a comment saying what is wrong with it. CASES holds the full expected
+stderr of `graphspec validate tests/bad_specs/NAME` run from the repo root (or of `compile`, for
+the files in COMPILE, which are well-formed but too big to build).
+
+Cases in WRONG are marked xfail(strict=True): today's output is wrong (a crash, an invalid spec
+accepted, an error reported in the wrong file or naming an internal node); their expected
+lines are what the output *should* be. When one is fixed the test XPASSes, which fails under
+strict: remove it from WRONG then (and adjust the wording here if the fix words it differently).
+"""
 import glob
 import os
 
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BAD = os.path.join(HERE, "bad_specs")
 
-# (file, verb, the exact stderr lines)
+# The exact stderr of each file, every line in full.
 CASES = [
-    ('block_bad_option.yaml', 'validate', [
-        "tests/bad_specs/block_bad_option.yaml:15:25: gru: reset must be one of after, before, got 'middle'",
-    ]),
-    ('block_file_malformed.yaml', 'validate', [
-        "tests/bad_specs/blocks/bad_block.yaml:4:1: unknown key 'nodez' in (top level); did you mean 'nodes'? (allowed: block, doc, option, args, dims, params, nodes, out)",
-    ]),
-    ('block_file_missing.yaml', 'validate', [
-        "tests/bad_specs/block_file_missing.yaml:3:10: block file 'blocks/nope.yaml' not found (looked for tests/bad_specs/blocks/nope.yaml)",
-    ]),
-    ('block_missing_arg.yaml', 'validate', [
-        "tests/bad_specs/block_missing_arg.yaml:15:6: block rnn needs dim 'H' (x, H, h0)",
-    ]),
-    ('block_too_many_args.yaml', 'validate', [
-        'tests/bad_specs/block_too_many_args.yaml:15:6: block rnn takes at most 3 arguments (x, H, h0), got 4',
-    ]),
-    ('block_unknown_kwarg.yaml', 'validate', [
-        "tests/bad_specs/block_unknown_kwarg.yaml:15:23: block rnn has no argument 'hh0'; did you mean 'h0'?",
-    ]),
-    ('cycle_three.yaml', 'validate', [
-        'tests/bad_specs/cycle_three.yaml:15:6: cycle with no delay: a -> h -> g -> a; one of these reads must be from an earlier step, e.g. g[t-1]',
-    ]),
-    ('cycle_two.yaml', 'validate', [
-        'tests/bad_specs/cycle_two.yaml:15:6: cycle with no delay: a -> h -> a; one of these reads must be from an earlier step, e.g. h[t-1]',
-    ]),
-    ('delay_on_param.yaml', 'validate', [
-        "tests/bad_specs/delay_on_param.yaml:15:6: b[t-1]: 'b' is a param with no time axis; only nodes that vary over t can be read at t-k",
-    ]),
-    ('delay_on_static.yaml', 'validate', [
-        "tests/bad_specs/delay_on_static.yaml:11:6: s[t-1]: 's' is a static node with no time axis; only nodes that vary over t can be read at t-k",
-    ]),
-    ('dim_not_integer.yaml', 'validate', [
-        "tests/bad_specs/dim_not_integer.yaml:3:18: dim 'D' must be a positive integer or 'data', got 8.5",
-    ]),
-    ('dim_not_positive.yaml', 'validate', [
-        "tests/bad_specs/dim_not_positive.yaml:3:18: dim 'D' must be a positive integer or 'data', got 0",
-    ]),
-    ('division_by_node.yaml', 'validate', [
-        'tests/bad_specs/division_by_node.yaml:15:6: division only by a non-zero number (x / 2); write x * y for products',
-    ]),
-    ('duplicate_name.yaml', 'validate', [
-        "tests/bad_specs/duplicate_name.yaml:16:3: duplicate name 'W': already defined as a param",
-    ]),
-    ('initializer_arity.yaml', 'validate', [
-        'tests/bad_specs/initializer_arity.yaml:11:25: initializer uniform takes 2 argument(s), got 1',
-    ]),
-    ('last_of_static.yaml', 'validate', [
-        "tests/bad_specs/last_of_static.yaml:10:6: last(s): 's' has no time axis to read across",
-    ]),
-    ('matmul_vector_left.yaml', 'validate', [
-        "tests/bad_specs/matmul_vector_left.yaml:15:10: matmul: the left operand must be a matrix param (W @ x), got f[16] (in node 'a')",
-    ]),
-    ('memory_absurd.yaml', 'compile', [
-        'tests/bad_specs/memory_absurd.yaml:3:7: these dims (V=20, D=8, H=1000000) with batch 32 and lengths t=10 need 7463.0 GiB for values and gradients; the limit is 8 GiB: use smaller dims or a shorter length',
-    ]),
-    ('mixed_axes.yaml', 'validate', [
-        "tests/bad_specs/mixed_axes.yaml:12:11: node 'd' mixes steps of axes src and tgt; read across axes with last(x) or all(x)",
-    ]),
-    ('schema_bad_optimizer.yaml', 'validate', [
-        "tests/bad_specs/schema_bad_optimizer.yaml:19:20: train/optimizer: 'adma' is not one of sgd, momentum, adam; did you mean 'adam'?",
-    ]),
-    ('schema_bad_param_name.yaml', 'validate', [
-        "tests/bad_specs/schema_bad_param_name.yaml:8:3: params: '2b' is not a valid name (letters, digits, _)",
-    ]),
-    ('schema_batch_string.yaml', 'validate', [
-        "tests/bad_specs/schema_batch_string.yaml:19:16: train/batch: 'many' is not of type 'integer'",
-    ]),
-    ('schema_input_no_kind.yaml', 'validate', [
-        'tests/bad_specs/schema_input_no_kind.yaml:5:6: inputs/x: an input needs exactly one of tokens, real or label',
-    ]),
-    ('schema_input_two_kinds.yaml', 'validate', [
-        'tests/bad_specs/schema_input_two_kinds.yaml:5:6: inputs/x: an input needs exactly one of tokens, real or label',
-    ]),
-    ('schema_missing_name.yaml', 'validate', [
-        "tests/bad_specs/schema_missing_name.yaml:2:1: (top level): 'name' is a required property",
-    ]),
-    ('schema_missing_nodes.yaml', 'validate', [
-        "tests/bad_specs/schema_missing_nodes.yaml:2:1: (top level): 'nodes' is a required property",
-    ]),
-    ('schema_several.yaml', 'validate', [
-        "tests/bad_specs/schema_several.yaml:3:1: unknown key 'nodez' in (top level); did you mean 'nodes'? (allowed: name, doc, data, dims, blocks, inputs, params, nodes, loss, outputs, train, decode)",
-        "tests/bad_specs/schema_several.yaml:12:7: unknown key 'shap' in params/b; did you mean 'shape'? (allowed: shape, init, learn)",
-        'tests/bad_specs/schema_several.yaml:20:13: train/lr: -1 is less than or equal to the minimum of 0',
-    ]),
-    ('schema_shape_not_list.yaml', 'validate', [
-        "tests/bad_specs/schema_shape_not_list.yaml:11:14: params/b/shape: 'H' is not of type 'array'",
-    ]),
-    ('schema_unknown_param_key.yaml', 'validate', [
-        "tests/bad_specs/schema_unknown_param_key.yaml:11:7: unknown key 'shap' in params/b; did you mean 'shape'? (allowed: shape, init, learn)",
-    ]),
-    ('schema_unknown_top_key.yaml', 'validate', [
-        "tests/bad_specs/schema_unknown_top_key.yaml:14:1: unknown key 'nodez' in (top level); did you mean 'nodes'? (allowed: name, doc, data, dims, blocks, inputs, params, nodes, loss, outputs, train, decode)",
-    ]),
-    ('shape_add.yaml', 'validate', [
-        "tests/bad_specs/shape_add.yaml:17:6: add: shapes f[20] and f[16] do not match (in node 'o')",
-    ]),
-    ('shape_matmul.yaml', 'validate', [
-        "tests/bad_specs/shape_matmul.yaml:15:23: matmul: cannot multiply [16, 16] by f[8]: the matrix takes 16 inputs, the vector has 8 (in node 'a')",
-    ]),
-    ('split_wrong_count.yaml', 'validate', [
-        'tests/bad_specs/split_wrong_count.yaml:16:12: split must name as many parts as there are targets: split(x, 3)',
-    ]),
-    ('teacher_forced_bad_free.yaml', 'validate', [
-        "tests/bad_specs/teacher_forced_bad_free.yaml:15:35: teacher_forced: free must be 'argmax' or 'sample'",
-    ]),
-    ('teacher_forced_not_target.yaml', 'validate', [
-        "tests/bad_specs/teacher_forced_not_target.yaml:15:24: teacher_forced: 'x' must be a target input (declare it with target: true)",
-    ]),
-    ('tokens_into_matmul.yaml', 'validate', [
-        "tests/bad_specs/tokens_into_matmul.yaml:15:23: matmul: operand 'x' holds token ids but real values are needed here (look up an embedding first: E[x])",
-    ]),
-    ('undefined_name.yaml', 'validate', [
-        "tests/bad_specs/undefined_name.yaml:15:14: unknown name 'hh'; did you mean 'h'?",
-    ]),
-    ('unknown_block.yaml', 'validate', [
-        "tests/bad_specs/unknown_block.yaml:15:6: unknown function 'lstmm'; did you mean 'lstm'?",
-    ]),
-    ('unknown_dim.yaml', 'validate', [
-        "tests/bad_specs/unknown_dim.yaml:11:15: unknown dim 'HH'; did you mean 'H'?",
-    ]),
-    ('unknown_function.yaml', 'validate', [
-        "tests/bad_specs/unknown_function.yaml:16:6: unknown function 'tnah'; did you mean 'tanh'?",
-    ]),
-    ('unknown_initializer.yaml', 'validate', [
-        "tests/bad_specs/unknown_initializer.yaml:9:28: unknown initializer 'xavire'; did you mean 'xavier'? (known: constant, glorot, identity, normal, ones, orthogonal, uniform, xavier, zeros)",
-    ]),
-    ('yaml_alias_bomb.yaml', 'validate', [
-        'tests/bad_specs/yaml_alias_bomb.yaml:3:34: the document expands to more than 100000 values (alias expansion?); refusing it',
-    ]),
-    ('yaml_deep.yaml', 'validate', [
-        'tests/bad_specs/yaml_deep.yaml:5:39: nesting deeper than 32 levels; a spec is shallower than that',
-    ]),
-    ('yaml_duplicate_key.yaml', 'validate', [
-        "tests/bad_specs/yaml_duplicate_key.yaml:12:3: duplicate key 'W' (first defined at line 10); each key may appear once",
-    ]),
-    ('yaml_merge_key.yaml', 'validate', [
-        'tests/bad_specs/yaml_merge_key.yaml:6:5: YAML merge keys (<<) are not supported; write the keys out',
-    ]),
-    ('yaml_not_mapping.yaml', 'validate', [
-        'tests/bad_specs/yaml_not_mapping.yaml:2:1: a spec is a YAML mapping with at least name and nodes',
-    ]),
-    ('yaml_syntax.yaml', 'validate', [
+    # ------------------------------------------------------------------ YAML level
+    ("yaml_syntax.yaml", [
         "tests/bad_specs/yaml_syntax.yaml:12:3: YAML syntax: expected ',' or '}', but got '<scalar>'",
     ]),
-    ('yaml_tag.yaml', 'validate', [
-        'tests/bad_specs/yaml_tag.yaml:2:7: the tag tag:yaml.org,2002:python/object/apply:os.system is not allowed: a spec is plain YAML (mappings, lists, strings and numbers)',
+    ("yaml_tab_indent.yaml", [
+        "tests/bad_specs/yaml_tab_indent.yaml:16:1: YAML syntax: found character '\\t' that cannot start any token",
+    ]),
+    ("yaml_two_documents.yaml", [
+        "tests/bad_specs/yaml_two_documents.yaml:19:1: YAML syntax: expected a single document in the stream, "
+        "but found another document",
+    ]),
+    ("yaml_duplicate_key.yaml", [
+        "tests/bad_specs/yaml_duplicate_key.yaml:12:3: duplicate key 'W' (first defined at line 10); each key may appear once",
+    ]),
+    ("yaml_tag.yaml", [
+        "tests/bad_specs/yaml_tag.yaml:2:7: the tag tag:yaml.org,2002:python/object/apply:os.system is not allowed: "
+        "a spec is plain YAML (mappings, lists, strings and numbers)",
+    ]),
+    ("yaml_tag_on_key.yaml", [
+        "tests/bad_specs/yaml_tag_on_key.yaml:14:3: the tag tag:yaml.org,2002:python/name:os.system is not allowed: "
+        "a spec is plain YAML (mappings, lists, strings and numbers)",
+    ]),
+    ("yaml_merge_key.yaml", [
+        "tests/bad_specs/yaml_merge_key.yaml:6:5: YAML merge keys (<<) are not supported; write the keys out",
+    ]),
+    ("yaml_deep.yaml", [
+        "tests/bad_specs/yaml_deep.yaml:5:39: nesting deeper than 32 levels; a spec is shallower than that",
+    ]),
+    ("yaml_alias_bomb.yaml", [
+        "tests/bad_specs/yaml_alias_bomb.yaml:3:34: the document expands to more than 100000 values (alias expansion?); refusing it",
+    ]),
+    ("yaml_not_mapping.yaml", [
+        "tests/bad_specs/yaml_not_mapping.yaml:2:1: a spec is a YAML mapping with at least name and nodes",
+    ]),
+    ("yaml_empty.yaml", [
+        "tests/bad_specs/yaml_empty.yaml:1:1: a spec is a YAML mapping with at least name and nodes",
+    ]),
+    ("yaml_not_utf8.yaml", [
+        "tests/bad_specs/yaml_not_utf8.yaml:1:1: not UTF-8 text (byte 102)",
+    ]),
+    ("yaml_flow_comma.yaml", [
+        "tests/bad_specs/yaml_flow_comma.yaml:11:39: unknown key '0.1)' in params/b (allowed: shape, init, learn)",
+    ]),
+    # ------------------------------------------------------------------ structural (JSON Schema)
+    ("schema_missing_nodes.yaml", [
+        "tests/bad_specs/schema_missing_nodes.yaml:2:1: (top level): 'nodes' is a required property",
+    ]),
+    ("schema_missing_name.yaml", [
+        "tests/bad_specs/schema_missing_name.yaml:2:1: (top level): 'name' is a required property",
+    ]),
+    ("schema_nodes_empty.yaml", [
+        "tests/bad_specs/schema_nodes_empty.yaml:14:8: nodes: {} should be non-empty",
+    ]),
+    ("schema_unknown_top_key.yaml", [
+        "tests/bad_specs/schema_unknown_top_key.yaml:14:1: unknown key 'nodez' in (top level); did you mean 'nodes'? "
+        "(allowed: name, doc, data, dims, blocks, inputs, params, nodes, loss, outputs, train, decode)",
+    ]),
+    ("schema_unknown_param_key.yaml", [
+        "tests/bad_specs/schema_unknown_param_key.yaml:11:7: unknown key 'shap' in params/b; did you mean 'shape'? "
+        "(allowed: shape, init, learn)",
+    ]),
+    ("schema_unknown_input_key.yaml", [
+        "tests/bad_specs/schema_unknown_input_key.yaml:5:18: unknown key 'axsi' in inputs/x; did you mean 'axis'? "
+        "(allowed: tokens, real, label, axis, target, width, from)",
+    ]),
+    ("schema_node_unknown_key.yaml", [
+        "tests/bad_specs/schema_node_unknown_key.yaml:16:20: unknown key 'int' in nodes/h; did you mean 'init'? "
+        "(allowed: eq, init, axis)",
+    ]),
+    ("schema_shape_not_list.yaml", [
+        "tests/bad_specs/schema_shape_not_list.yaml:11:14: params/b/shape: 'H' is not of type 'array'",
+    ]),
+    ("schema_shape_entry_float.yaml", [
+        "tests/bad_specs/schema_shape_entry_float.yaml:11:15: params/b/shape/0: 1.5 is not valid under any of the given schemas",
+    ]),
+    ("schema_batch_string.yaml", [
+        "tests/bad_specs/schema_batch_string.yaml:19:16: train/batch: 'many' is not of type 'integer'",
+    ]),
+    ("schema_name_not_string.yaml", [
+        "tests/bad_specs/schema_name_not_string.yaml:2:7: name: ['elman'] is not of type 'string'",
+    ]),
+    ("schema_bad_optimizer.yaml", [
+        "tests/bad_specs/schema_bad_optimizer.yaml:19:20: train/optimizer: 'adma' is not one of sgd, momentum, adam; "
+        "did you mean 'adam'?",
+    ]),
+    ("schema_bad_param_name.yaml", [
+        "tests/bad_specs/schema_bad_param_name.yaml:8:3: params: '2b' is not a valid name (letters, digits, _)",
+    ]),
+    ("schema_input_two_kinds.yaml", [
+        "tests/bad_specs/schema_input_two_kinds.yaml:5:6: inputs/x: an input needs exactly one of tokens, real or label",
+    ]),
+    ("schema_input_no_kind.yaml", [
+        "tests/bad_specs/schema_input_no_kind.yaml:5:6: inputs/x: an input needs exactly one of tokens, real or label",
+    ]),
+    ("schema_input_not_mapping.yaml", [
+        "tests/bad_specs/schema_input_not_mapping.yaml:5:6: inputs/x: 'tokens' is not of type 'object'",
+    ]),
+    ("schema_several.yaml", [
+        "tests/bad_specs/schema_several.yaml:3:1: unknown key 'nodez' in (top level); did you mean 'nodes'? "
+        "(allowed: name, doc, data, dims, blocks, inputs, params, nodes, loss, outputs, train, decode)",
+        "tests/bad_specs/schema_several.yaml:12:7: unknown key 'shap' in params/b; did you mean 'shape'? "
+        "(allowed: shape, init, learn)",
+        "tests/bad_specs/schema_several.yaml:20:13: train/lr: -1 is less than or equal to the minimum of 0",
+    ]),
+    # ------------------------------------------------------------------ semantic: names
+    ("undefined_name.yaml", [
+        "tests/bad_specs/undefined_name.yaml:15:14: unknown name 'hh'; did you mean 'h'?",
+    ]),
+    ("bad_node_name.yaml", [
+        "tests/bad_specs/bad_node_name.yaml:17:3: 'o-1' is not a valid node name",
+        "tests/bad_specs/bad_node_name.yaml:18:21: unknown name 'o'",
+    ]),
+    ("duplicate_name.yaml", [
+        "tests/bad_specs/duplicate_name.yaml:16:3: duplicate name 'W': already defined as a param",
+    ]),
+    ("duplicate_input_param.yaml", [
+        "tests/bad_specs/duplicate_input_param.yaml:14:3: duplicate name 'x': already defined as an input",
+    ]),
+    ("duplicate_dim_param.yaml", [
+        "tests/bad_specs/duplicate_dim_param.yaml:14:3: duplicate name 'H': already defined as a dim",
+    ]),
+    ("duplicate_node_dim.yaml", [
+        "tests/bad_specs/duplicate_node_dim.yaml:17:3: duplicate name 'D': already defined as a dim",
+    ]),
+    ("unknown_function.yaml", [
+        "tests/bad_specs/unknown_function.yaml:16:6: unknown function 'tnah'; did you mean 'tanh'?",
+    ]),
+    ("output_unknown_function.yaml", [
+        "tests/bad_specs/output_unknown_function.yaml:20:9: unknown function 'argmx'; did you mean 'argmax'?",
+    ]),
+    ("unknown_block.yaml", [
+        "tests/bad_specs/unknown_block.yaml:15:6: unknown function 'lstmm'; did you mean 'lstm'?",
+    ]),
+    ("unknown_initializer.yaml", [
+        "tests/bad_specs/unknown_initializer.yaml:9:28: unknown initializer 'xavire'; did you mean 'xavier'? "
+        "(known: constant, glorot, identity, normal, ones, orthogonal, uniform, xavier, zeros)",
+    ]),
+    ("initializer_bracket.yaml", [
+        "tests/bad_specs/initializer_bracket.yaml:8:29: unknown initializer 'normal[0.1]'; did you mean 'normal'? "
+        "(known: constant, glorot, identity, normal, ones, orthogonal, uniform, xavier, zeros)",
+    ]),
+    ("initializer_arity.yaml", [
+        "tests/bad_specs/initializer_arity.yaml:11:25: initializer uniform takes 2 argument(s), got 1",
+    ]),
+    ("unknown_dim.yaml", [
+        "tests/bad_specs/unknown_dim.yaml:11:15: unknown dim 'HH'; did you mean 'H'?",
+    ]),
+    ("dim_not_positive.yaml", [
+        "tests/bad_specs/dim_not_positive.yaml:3:18: dim 'D' must be a positive integer or 'data', got 0",
+    ]),
+    ("dim_not_integer.yaml", [
+        "tests/bad_specs/dim_not_integer.yaml:3:18: dim 'D' must be a positive integer or 'data', got 8.5",
+    ]),
+    # ------------------------------------------------------------------ semantic: equations
+    ("eq_syntax.yaml", [
+        "tests/bad_specs/eq_syntax.yaml:16:14: cannot parse equation 'tanh(a +)': invalid syntax",
+    ]),
+    ("eq_power.yaml", [
+        "tests/bad_specs/eq_power.yaml:16:6: unsupported syntax in an equation: **; use + - * / @, calls and name[t-k]",
+    ]),
+    ("eq_too_deep.yaml", [
+        "tests/bad_specs/eq_too_deep.yaml:16:6: equation nested too deeply; split it into several nodes",
+    ]),
+    ("eq_float_delay.yaml", [
+        "tests/bad_specs/eq_float_delay.yaml:15:14: h[t-1.5]: a time index is t-k or t+k with a whole number k",
+    ]),
+    ("function_arity.yaml", [
+        "tests/bad_specs/function_arity.yaml:16:6: tanh takes 1 argument, got 2",
+    ]),
+    ("function_unknown_kwarg.yaml", [
+        "tests/bad_specs/function_unknown_kwarg.yaml:16:26: leaky_relu has no argument 'alpha' (leaky_relu(z, a=0.01))",
+    ]),
+    ("division_by_node.yaml", [
+        "tests/bad_specs/division_by_node.yaml:15:6: division only by a non-zero number (x / 2); write x * y for products",
+    ]),
+    ("split_wrong_count.yaml", [
+        "tests/bad_specs/split_wrong_count.yaml:16:12: split must name as many parts as there are targets: split(x, 3)",
+    ]),
+    ("split_indivisible.yaml", [
+        "tests/bad_specs/split_indivisible.yaml:17:12: split: size 16 of 'a' does not divide into 3 parts",
+    ]),
+    ("several_names_not_split.yaml", [
+        "tests/bad_specs/several_names_not_split.yaml:16:9: several names (h, g) need split(x, 2) on the right",
+    ]),
+    ("slice_out_of_range.yaml", [
+        "tests/bad_specs/slice_out_of_range.yaml:17:6: slice [10:20] is out of range for f[16] (in node 's')",
+    ]),
+    ("slice_negative_start.yaml", [
+        "tests/bad_specs/slice_negative_start.yaml:17:23: slice [-4:4] is out of range for f[16] (in node 'o')",
+    ]),
+    ("dropout_p_out_of_range.yaml", [
+        "tests/bad_specs/dropout_p_out_of_range.yaml:17:27: dropout: p must be in [0, 1), got 1.5",
+    ]),
+    # ------------------------------------------------------------------ semantic: shapes and kinds
+    ("shape_matmul.yaml", [
+        "tests/bad_specs/shape_matmul.yaml:15:23: matmul: cannot multiply [16, 16] by f[8]: "
+        "the matrix takes 16 inputs, the vector has 8 (in node 'a')",
+    ]),
+    ("shape_add.yaml", [
+        "tests/bad_specs/shape_add.yaml:17:6: add: shapes f[20] and f[16] do not match (in node 'o')",
+    ]),
+    ("matmul_vector_left.yaml", [
+        "tests/bad_specs/matmul_vector_left.yaml:15:10: matmul: the left operand must be a matrix param (W @ x), "
+        "got f[16] (in node 'a')",
+    ]),
+    ("tokens_into_matmul.yaml", [
+        "tests/bad_specs/tokens_into_matmul.yaml:15:23: matmul: operand 'x' holds token ids but real values are needed "
+        "here (look up an embedding first: E[x])",
+    ]),
+    ("argmax_into_loss.yaml", [
+        "tests/bad_specs/argmax_into_loss.yaml:18:7: cross_entropy: operand 'argmax(o)' holds token ids but real "
+        "values are needed here",
+    ]),
+    ("loss_classes_mismatch.yaml", [
+        "tests/bad_specs/loss_classes_mismatch.yaml:18:7: cross_entropy: logits f[16] do not match the 20 classes "
+        "of 'y' (V=20)",
+    ]),
+    ("init_shape_mismatch.yaml", [
+        "tests/bad_specs/init_shape_mismatch.yaml:16:26: init of 'h': c is f[20] but h is f[16]",
+    ]),
+    # ------------------------------------------------------------------ semantic: time
+    ("delay_on_param.yaml", [
+        "tests/bad_specs/delay_on_param.yaml:15:6: b[t-1]: 'b' is a param with no time axis; "
+        "only nodes that vary over t can be read at t-k",
+    ]),
+    ("delay_on_static.yaml", [
+        "tests/bad_specs/delay_on_static.yaml:11:6: s[t-1]: 's' is a static node with no time axis; "
+        "only nodes that vary over t can be read at t-k",
+    ]),
+    ("const_node_delayed.yaml", [
+        "tests/bad_specs/const_node_delayed.yaml:18:6: k[t-1]: 'k' is a static node with no time axis; "
+        "only nodes that vary over t can be read at t-k",
+    ]),
+    ("cycle_two.yaml", [
+        "tests/bad_specs/cycle_two.yaml:15:6: cycle with no delay: a -> h -> a; "
+        "one of these reads must be from an earlier step, e.g. h[t-1]",
+    ]),
+    ("cycle_three.yaml", [
+        "tests/bad_specs/cycle_three.yaml:15:6: cycle with no delay: a -> h -> g -> a; "
+        "one of these reads must be from an earlier step, e.g. g[t-1]",
+    ]),
+    ("cycle_self.yaml", [
+        "tests/bad_specs/cycle_self.yaml:15:6: cycle with no delay: a -> a; "
+        "one of these reads must be from an earlier step, e.g. a[t-1]",
+    ]),
+    ("cycle_unsized.yaml", [
+        "tests/bad_specs/cycle_unsized.yaml:17:6: cycle with no delay: f -> g -> f; "
+        "one of these reads must be from an earlier step, e.g. g[t-1]",
+    ]),
+    ("mixed_axes.yaml", [
+        "tests/bad_specs/mixed_axes.yaml:12:11: node 'd' mixes steps of axes src and tgt; "
+        "read across axes with last(x) or all(x)",
+    ]),
+    ("last_of_static.yaml", [
+        "tests/bad_specs/last_of_static.yaml:10:6: last(s): 's' has no time axis to read across",
+    ]),
+    ("last_of_delayed.yaml", [
+        "tests/bad_specs/last_of_delayed.yaml:13:29: last() takes a node name, e.g. last(enc)",
+    ]),
+    ("teacher_forced_not_target.yaml", [
+        "tests/bad_specs/teacher_forced_not_target.yaml:15:24: teacher_forced: 'x' must be a target input "
+        "(declare it with target: true)",
+    ]),
+    ("teacher_forced_bad_free.yaml", [
+        "tests/bad_specs/teacher_forced_bad_free.yaml:15:35: teacher_forced: free must be 'argmax' or 'sample'",
+    ]),
+    ("teacher_forced_unknown_kwarg.yaml", [
+        "tests/bad_specs/teacher_forced_unknown_kwarg.yaml:12:34: teacher_forced has no argument 'fre'; "
+        "did you mean 'free'?",
+    ]),
+    ("teacher_forced_sampling_range.yaml", [
+        "tests/bad_specs/teacher_forced_sampling_range.yaml:12:39: teacher_forced: sampling must be a probability "
+        "between 0 and 1, got 1.5",
+    ]),
+    # ------------------------------------------------------------------ semantic: blocks
+    ("block_too_many_args.yaml", [
+        "tests/bad_specs/block_too_many_args.yaml:15:6: block rnn takes at most 3 arguments (x, H, h0), got 4",
+    ]),
+    ("block_missing_arg.yaml", [
+        "tests/bad_specs/block_missing_arg.yaml:15:6: block rnn needs dim 'H' (x, H, h0)",
+    ]),
+    ("block_unknown_kwarg.yaml", [
+        "tests/bad_specs/block_unknown_kwarg.yaml:15:23: block rnn has no argument 'hh0'; did you mean 'h0'?",
+    ]),
+    ("block_arg_twice.yaml", [
+        "tests/bad_specs/block_arg_twice.yaml:12:21: block rnn: argument 'H' given twice",
+    ]),
+    ("block_bad_option.yaml", [
+        "tests/bad_specs/block_bad_option.yaml:15:25: gru: reset must be one of after, before, got 'middle'",
+    ]),
+    ("block_option_not_string.yaml", [
+        "tests/bad_specs/block_option_not_string.yaml:12:25: gru: reset must be one of after, before, got 1",
+    ]),
+    ("block_option_misspelt.yaml", [
+        "tests/bad_specs/block_option_misspelt.yaml:12:24: block gru has no argument 'rest'; did you mean 'reset'?",
+    ]),
+    ("block_dim_not_size.yaml", [
+        "tests/bad_specs/block_dim_not_size.yaml:12:16: expected a size, got 'c'",
+    ]),
+    ("block_dim_zero.yaml", [
+        "tests/bad_specs/block_dim_zero.yaml:12:16: block rnn: dim 'H' must be a positive integer, got 0",
+    ]),
+    ("block_dim_float.yaml", [
+        "tests/bad_specs/block_dim_float.yaml:12:16: block rnn: dim 'H' must be a positive integer, got 2.5",
+    ]),
+    ("stack_layers_float.yaml", [
+        "tests/bad_specs/stack_layers_float.yaml:12:6: stack: layers must be a whole number of at least 1, got 1.5",
+    ]),
+    ("block_tokens_into_rnn.yaml", [
+        "tests/bad_specs/block_tokens_into_rnn.yaml:12:10: rnn: argument 'x' holds token ids but real values are "
+        "needed here (look up an embedding first: E[x])",
+    ]),
+    ("block_h0_shape.yaml", [
+        "tests/bad_specs/block_h0_shape.yaml:13:31: rnn: h0 last(enc) is f[16] but the state h is f[32] (in node 'dec')",
+    ]),
+    ("attention_without_all.yaml", [
+        "tests/bad_specs/attention_without_all.yaml:14:8: node 'ctx' mixes steps of axes src and tgt; "
+        "read across axes with last(x) or all(x)",
+    ]),
+    # ------------------------------------------------------------------ user block files
+    ("block_file_missing.yaml", [
+        "tests/bad_specs/block_file_missing.yaml:3:10: block file 'blocks/nope.yaml' not found "
+        "(looked for tests/bad_specs/blocks/nope.yaml)",
+    ]),
+    ("block_file_is_directory.yaml", [
+        "tests/bad_specs/block_file_is_directory.yaml:3:10: block file 'blocks' is a directory "
+        "(tests/bad_specs/blocks), not a block file",
+    ]),
+    ("block_file_malformed.yaml", [
+        "tests/bad_specs/blocks/bad_block.yaml:5:1: unknown key 'nodez' in (top level); did you mean 'nodes'? "
+        "(allowed: block, doc, option, args, dims, params, nodes, out)",
+    ]),
+    ("block_file_yaml_error.yaml", [
+        "tests/bad_specs/blocks/syntax_error.yaml:4:5: YAML syntax: expected ',' or ']', but got ':'",
+    ]),
+    ("block_file_bad_out.yaml", [
+        "tests/bad_specs/blocks/bad_out.yaml:10:6: block cell: out 'g' is not one of its nodes",
+    ]),
+    ("block_file_builtin_name.yaml", [
+        "tests/bad_specs/blocks/named_tanh.yaml:2:8: block name 'tanh' is a built-in function; choose another",
+    ]),
+    ("block_file_bad_equation.yaml", [
+        "tests/bad_specs/blocks/bad_equation.yaml:9:6: unknown function 'tnah'; did you mean 'tanh'?",
+    ]),
+    # ------------------------------------------------------------------ too big to build (compile)
+    ("memory_absurd.yaml", [
+        "tests/bad_specs/memory_absurd.yaml:3:7: these dims (V=20, D=8, H=10000000) with batch 32 and lengths t=10 "
+        "need 745181.8 GiB for values and gradients; the limit is 8 GiB: use smaller dims or a shorter length",
+    ]),
+    ("delay_huge.yaml", [
+        "tests/bad_specs/delay_huge.yaml:15:14: a delay of 100000000 steps (h[t-100000000]) needs 381.5 GiB for "
+        "values and gradients; the limit is 8 GiB: read fewer steps back",
     ]),
 ]
 
+# Well-formed specs that validate passes and compile refuses.
+COMPILE = {"memory_absurd.yaml", "delay_huge.yaml"}
 
-@pytest.mark.parametrize("name, verb, expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_spec_reports_exactly(cli, name, verb, expected):
+# Today's output is wrong; CASES holds what it should be. file -> what happens today.
+WRONG = {
+    "yaml_two_documents.yaml": "says only 'YAML syntax: but found another document' (PyYAML's context "
+                               "'expected a single document in the stream' is dropped)",
+    "schema_node_unknown_key.yaml": "says 'nodes/h: a node is an equation string or {eq: ..., init: ...}' at the "
+                                    "node, not the unknown key with a did-you-mean",
+    "schema_input_not_mapping.yaml": "adds a second, garbled line: \"'tokens' is valid under each of "
+                                     "{'required': ['real']}, ...\"",
+    "eq_power.yaml": "names the AST node: 'unsupported syntax in an equation: BinOp' (the ** hint never fires)",
+    "eq_float_delay.yaml": "says \"unknown name 't'\" at 15:16",
+    "split_indivisible.yaml": "reports the same problem three times, once per target (in node 'p'/'q'/'r')",
+    "slice_negative_start.yaml": "accepted: a negative slice start passes validate and compile",
+    "dropout_p_out_of_range.yaml": "accepted: dropout(h, 1.5)",
+    "argmax_into_loss.yaml": "names the operand 'loss' (an internal node) and suggests an embedding lookup",
+    "loss_classes_mismatch.yaml": "accepted (and compiles): cross_entropy of 16 logits against 20 classes",
+    "init_shape_mismatch.yaml": "accepted (and compiles): init: c of size 20 for a node of size 16",
+    "const_node_delayed.yaml": "names the internal node: \"const:3[t-1]: 'const:3' is a static node ...\"",
+    "teacher_forced_sampling_range.yaml": "accepted: sampling=1.5",
+    "block_option_not_string.yaml": "says \"block gru has no argument 'reset'\"",
+    "block_option_misspelt.yaml": "says \"block gru has no argument 'rest'\" with no did-you-mean (options are "
+                                  "not among the candidates)",
+    "block_dim_zero.yaml": "accepted as 0; a later matmul mismatch (f[0], in node 'o') is reported at 13:10",
+    "block_dim_float.yaml": "truncated to 2; a later matmul mismatch (f[2], in node 'o') is reported at 13:10",
+    "stack_layers_float.yaml": "accepted: layers=1.5 is truncated to 1",
+    "block_tokens_into_rnn.yaml": "reported only inside the library: '<install>/graphspec/blocks/rnn.yaml:10:34: "
+                                  "matmul: operand 'x' holds token ids ...', never at the call in the spec",
+    "block_h0_shape.yaml": "accepted: h0 of size 16 for a 32-wide rnn",
+    "attention_without_all.yaml": "two lines: one inside the library ('<install>/graphspec/blocks/attention_dot.yaml"
+                                  ":6:6: node 'ctx.e' mixes ...') and one blaming node 'o' at 15:18",
+    "delay_huge.yaml": "compile blames the dims at 3:7: 'these dims (V=20, D=8, H=16) ... need 381.5 GiB'",
+}
+
+
+def _params():
+    out = []
+    for name, expected in CASES:
+        marks = [pytest.mark.xfail(strict=True, reason=WRONG[name])] if name in WRONG else []
+        out.append(pytest.param(name, expected, id=name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name, expected", _params())
+def test_bad_spec_reports_exactly(cli, name, expected):
+    verb = "compile" if name in COMPILE else "validate"
     r = cli(verb, f"tests/bad_specs/{name}")
-    assert r.returncode == 2
-    assert r.stdout == ""
     assert "Traceback" not in r.stderr
+    assert r.stdout == ""
     assert r.stderr.splitlines() == expected
+    assert r.returncode == 2
 
 
 def test_every_bad_spec_file_has_its_expected_output():
-    files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(HERE, "bad_specs", "*.yaml")))
-    assert files == sorted(c[0] for c in CASES)
-    assert len(files) >= 40
+    files = sorted(os.path.basename(p) for p in glob.glob(os.path.join(BAD, "*.yaml")))
+    names = [c[0] for c in CASES]
+    assert len(names) == len(set(names)), "a file is listed twice in CASES"
+    assert files == sorted(names)
+    assert set(WRONG) <= set(names) and COMPILE <= set(names)
+    assert len(files) >= 45
+
+
+def test_every_bad_spec_says_what_is_wrong_on_its_first_line():
+    for p in glob.glob(os.path.join(BAD, "*.yaml")) + glob.glob(os.path.join(BAD, "blocks", "*.yaml")):
+        with open(p, "rb") as f:
+            first = f.readline()
+        assert first.startswith(b"# ") and len(first.strip()) > 5, p
+
+
+@pytest.mark.parametrize("name", sorted(COMPILE))
+def test_too_big_to_build_still_validates(cli, name):
+    """The memory limit is the compiler's: validate passes, compile refuses (CASES)."""
+    r = cli("validate", f"tests/bad_specs/{name}")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith(f"tests/bad_specs/{name}: OK (")
+
+
+def test_compile_reports_the_same_errors_as_validate(cli):
+    expected = dict(CASES)
+    for name in ("cycle_two.yaml", "schema_unknown_top_key.yaml"):
+        r = cli("compile", f"tests/bad_specs/{name}")
+        assert (r.returncode, r.stdout) == (2, "")
+        assert r.stderr.splitlines() == expected[name]
 
 
 def test_oversize_file_is_refused_before_parsing(cli, tmp_path):
     big = tmp_path / "big.yaml"
-    big.write_text("name: big\nnodes:\n  h: x\n# " + "x" * (1 << 20) + "\n")
-    r = cli("validate", big)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    big.write_text("# a spec padded past 1 MiB\nname: big\nnodes:\n  h: x\n# " + "x" * (1 << 20) + "\n")
     size = big.stat().st_size
-    assert r.stderr.splitlines() == [f"{big}:1:1: the file is {size} bytes, larger than 1048576; a spec should be a page of YAML"]
+    r = cli("validate", big)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        f"{big}:1:1: the file is {size} bytes, larger than 1048576; a spec should be a page of YAML"]
 
 
-def test_memory_estimate_passes_validation_but_compile_refuses(cli):
-    r = cli("validate", "tests/bad_specs/memory_absurd.yaml")
-    assert r.returncode == 0 and r.stdout.startswith("tests/bad_specs/memory_absurd.yaml: OK")
+def test_alias_bomb_generated_deeper_is_refused_quickly(cli, tmp_path):
+    """Nine levels of ten: 10**9 values if expanded; refused after 100,000."""
+    lines = ["# a billion laughs", "name: bomb", "l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]")
+    lines += ["nodes:", "  h: x"]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    r = cli("validate", bomb, timeout=60)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == [
+        f"{bomb}:3:34: the document expands to more than 100000 values (alias expansion?); refusing it"]
+
+
+def test_missing_file(cli):
+    r = cli("validate", "tests/bad_specs/no_such_spec.yaml")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.splitlines() == ["tests/bad_specs/no_such_spec.yaml:1:1: no such file"]
+
+
+def test_directory_instead_of_a_spec(cli):
+    r = cli("validate", "tests/bad_specs/blocks")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.splitlines() == ["tests/bad_specs/blocks:1:1: a directory, not a spec file"]
 
 
 def test_several_files_at_once(cli):
-    r = cli("validate", "tests/bad_specs/undefined_name.yaml", "specs/elman.yaml", "tests/bad_specs/cycle_two.yaml")
+    """Each bad file's errors, the good file's OK line, exit 2: one bad file does not stop the rest."""
+    expected = dict(CASES)
+    r = cli("validate", "tests/bad_specs/undefined_name.yaml", "specs/elman.yaml",
+            "tests/bad_specs/schema_several.yaml")
     assert r.returncode == 2
-    assert r.stdout.splitlines() == ["specs/elman.yaml: OK (10 step nodes, 6 params, axes: t)"]
-    assert r.stderr.splitlines() == [
-        "tests/bad_specs/undefined_name.yaml:15:14: unknown name 'hh'; did you mean 'h'?",
-        "tests/bad_specs/cycle_two.yaml:15:6: cycle with no delay: a -> h -> a; one of these reads must be "
-        "from an earlier step, e.g. h[t-1]",
-    ]
+    out = r.stdout.splitlines()
+    assert len(out) == 1 and out[0].startswith("specs/elman.yaml: OK (")
+    assert r.stderr.splitlines() == expected["undefined_name.yaml"] + expected["schema_several.yaml"]
