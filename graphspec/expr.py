@@ -132,7 +132,7 @@ def _convert(node, base: Loc, lead: int) -> Expr:
             raise SpecError.at(loc, "*args and **kwargs are not supported in equations")
         return Call(node.func.id, [_convert(a, base, lead) for a in node.args],
                     {k.arg: _convert(k.value, base, lead) for k in node.keywords}, loc)
-    what = type(node).__name__
+    what = type(node.op).__name__ if isinstance(node, ast.BinOp) else type(node).__name__
     hint = {"Compare": "comparisons", "BoolOp": "and/or", "IfExp": "if/else", "Lambda": "lambda",
             "Pow": "**"}.get(what, what)
     raise SpecError.at(loc, f"unsupported syntax in an equation: {hint}; use + - * / @, calls and name[t-k]")

@@ -251,8 +251,24 @@ def _infer_types(g: Graph, probs: Problems):
             ts = [operand_ty(g, a) for a in n.args]
             n.ty = shape_rule(n.op)(ts, n.attrs)
         except ShapeError as e:
-            probs.add(n.loc, f"{e} (in node '{_shown(n.name)}')")
+            where = "" if str(e).startswith("split:") else f" (in node '{_shown(n.name)}')"   # once per split
+            probs.add(n.loc, f"{e}{where}")
             n.ty = n.ty or Ty(ANY)
+            continue
+        if n.op == "cross_entropy":
+            y = g.nodes[n.args[1].node]
+            classes = y.attrs.get("size") if y.op == "input" else None
+            if isinstance(classes, int) and isinstance(ts[0].feat, int) and ts[0].feat != classes:
+                vocab = y.attrs.get("vocab")
+                probs.add(n.loc, f"cross_entropy: logits {ts[0]} do not match the {classes} classes of "
+                                 f"'{_shown(y.name)}'" + (f" ({vocab}={classes})" if isinstance(vocab, str) else ""))
+    for n in g.nodes.values():
+        at = getattr(n, "init_at", None)
+        init = g.nodes[n.init.node].ty if n.init is not None else None
+        if at and init is not None and n.ty is not None and ANY not in (init.feat, n.ty.feat) \
+                and init.feat != n.ty.feat and init.feat != 1:
+            loc, text, shown = at
+            probs.add(loc, f"init of '{shown}': {text} is {init} but {shown} is {n.ty}")
     if not probs.items:
         for n in g.nodes.values():
             if n.ty is None or n.ty.feat == ANY:

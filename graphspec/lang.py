@@ -298,6 +298,7 @@ class Builder:
                     if isinstance(iex, E.Name) and _lookup(scope, iex.id) is ZEROS:
                         continue
                     target.init = self._lower(iex, scope, name + ".init", top=False)
+                    target.init_at = (iex.loc, E.unparse(iex), targets[0])
                 except SpecError as err:
                     self.probs.extend(err)
 
@@ -460,7 +461,10 @@ class Builder:
             return self._emit(out, "sample", [low(e.args[0])], loc, {"temperature": self._number(t, scope)})
         if fn == "dropout":
             self._arity(e, 2)
-            return self._emit(out, "dropout", [low(e.args[0])], loc, {"p": self._number(e.args[1], scope)})
+            p = self._number(e.args[1], scope)
+            if not 0 <= p < 1:
+                raise SpecError.at(e.args[1].loc, f"dropout: p must be in [0, 1), got {p:g}")
+            return self._emit(out, "dropout", [low(e.args[0])], loc, {"p": p})
         if fn == "hsoftmax":
             self._arity(e, 3)
             v, y, w = (low(a) for a in e.args)
@@ -520,6 +524,9 @@ class Builder:
         if not isinstance(free, E.Str) or free.value not in ("argmax", "sample"):
             raise SpecError.at(getattr(free, "loc", e.loc), "teacher_forced: free must be 'argmax' or 'sample'")
         sampling = self._number(e.kwargs["sampling"], scope) if "sampling" in e.kwargs else 0.0
+        if not 0 <= sampling <= 1:
+            raise SpecError.at(e.kwargs["sampling"].loc, f"teacher_forced: sampling must be a probability "
+                                                        f"between 0 and 1, got {sampling:g}")
         schedule = e.kwargs.get("schedule", E.Str("constant", e.loc))
         if not isinstance(schedule, E.Str) or schedule.value not in ("constant", "linear"):
             raise SpecError.at(getattr(schedule, "loc", e.loc),
@@ -588,7 +595,10 @@ class Builder:
                 inner.names[a] = self._lower(default, inner, prefix + a)
         for d, default in b.dims.items():
             if d in bound:
-                inner.names[d] = ("dim", self._size_arg(bound[d], scope))
+                size = self._size_arg(bound[d], scope)
+                if isinstance(size, (int, float)) and (size < 1 or size != int(size)):
+                    raise SpecError.at(bound[d].loc, f"block {b.name}: dim '{d}' must be a positive integer, got {size:g}")
+                inner.names[d] = ("dim", int(size) if isinstance(size, float) else size)
             elif default is not None:
                 inner.names[d] = ("dim", default)
             else:
@@ -603,13 +613,13 @@ class Builder:
 
     def _size_arg(self, e, scope):
         if isinstance(e, E.Num):
-            return int(e.value)
+            return e.value
         if isinstance(e, E.Name):
             hit = _lookup(scope, e.id)
             if isinstance(hit, tuple):
                 return hit[1]
         if isinstance(e, E.BinOp):
-            return int(self._number(e, scope))
+            return self._number(e, scope)
         raise SpecError.at(e.loc, f"expected a size, got '{E.unparse(e)}'")
 
     def _meta(self, e: E.Call, scope: Scope, name: str) -> Operand:
@@ -627,9 +637,10 @@ class Builder:
             b = self._instantiate(block, inner, scope, base + ".bwd", -1, first_arg=x)
             op = "concat" if combine.value == "concat" else "add"
             return self._emit(name, op, [f, b], e.loc)
-        layers = int(self._number(e.kwargs.get("layers", E.Num(2, e.loc)), scope))
-        if layers < 1:
-            raise SpecError.at(e.loc, "stack: layers must be at least 1")
+        raw = self._number(e.kwargs.get("layers", E.Num(2, e.loc)), scope)
+        if raw < 1 or raw != int(raw):
+            raise SpecError.at(e.loc, f"stack: layers must be a whole number of at least 1, got {raw:g}")
+        layers = int(raw)
         x = self._lower(inner.args[0], scope, base + "#x") if inner.args else None
         for i in range(1, layers + 1):
             x = self._instantiate(block, inner, scope, f"{base}.l{i}", scope.direction, first_arg=x)
