@@ -250,7 +250,10 @@ def _draw_matplotlib(G, path: str, unrolled: bool, title: str):
                                 linestyle="--" if cross else "-", alpha=0.8)
         ax.add_patch(arrow)
         if d.get("label"):
-            mx, my = (pos[u][0] + pos[v][0]) / 2, (pos[u][1] + pos[v][1]) / 2 + (0.25 if delayed else 0)
+            mx, my = (pos[u][0] + pos[v][0]) / 2, (pos[u][1] + pos[v][1]) / 2
+            if delayed:      # beside the loop, not under a node
+                mx += 0.35 if u != v else 0.0
+                my += 0.0 if u != v else 0.45
             ax.text(mx, my, d["label"], fontsize=7, color="#c0392b" if delayed else "#2e86c1", ha="center")
     for n, d in G.nodes(data=True):
         x, y = pos[n]
