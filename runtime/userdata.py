@@ -22,12 +22,18 @@ class Pairs(Task):
         self.tgt_vocab = Vocab.build([t for _, t in pairs], min_count=min_count)
         self.vocab = self.tgt_vocab
         cut = max(1, int(len(pairs) * 0.9))
-        self.splits = {"train": pairs[:cut], "valid": pairs[cut:], "test": pairs[cut:]}
+        # length bucketing: examples sorted by length, a batch drawn from one window of similar
+        # lengths, so little of a batch is padding
+        by_len = lambda p: (len(p[0]), len(p[1]))  # noqa: E731
+        self.splits = {"train": sorted(pairs[:cut], key=by_len), "valid": sorted(pairs[cut:], key=by_len)}
+        self.splits["test"] = self.splits["valid"]
 
     def batch(self, split, B, step, seed=0):
         rng = rng_for(seed, split, step)
         data = self.splits[split]
-        pick = [data[i] for i in rng.integers(0, len(data), B)]
+        window = min(len(data), 4 * B)
+        start = int(rng.integers(0, len(data) - window + 1))
+        pick = [data[start + i] for i in rng.integers(0, window, B)]
         x, xm, xl = pad_batch([self.src_vocab.encode(s) for s, _ in pick])
         y, ym, yl = pad_batch([self.tgt_vocab.encode(t, add_eos=True) for _, t in pick])
         return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
