@@ -124,6 +124,11 @@ def _convert(node, base: Loc, lead: int) -> Expr:
             if not isinstance(target, Name):
                 raise SpecError.at(loc, "a time index [t-k] applies to a node name, e.g. h[t-1]")
             return Ref(target.id, delay, loc)
+        sl = node.slice
+        if (isinstance(sl, ast.BinOp) and isinstance(sl.left, ast.Name) and sl.left.id == "t"
+                and type(sl.op) in (ast.Add, ast.Sub)):
+            text = ast.unparse(node).replace(" ", "")
+            raise SpecError.at(loc, f"{text}: a time index is t-k or t+k with a whole number k")
         return Lookup(target, _convert(node.slice, base, lead), loc)
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):

@@ -480,10 +480,14 @@ class Builder:
 
     def _variant(self, e: E.Call) -> E.Call:
         """`gru(x, H, reset='after')` picks the block that declares option {reset: after}."""
-        opts = {k: v.value for k, v in e.kwargs.items() if isinstance(v, E.Str)}
-        if not opts or not any(b.name == e.fn or b.name.startswith(e.fn + "_") for b in self.blocks.values()):
-            return e
         family = [b for b in self.blocks.values() if b.name == e.fn or b.name.startswith(e.fn + "_")]
+        for k, v in e.kwargs.items():
+            choices = sorted({b.option[k] for b in family if k in b.option})
+            if choices and not isinstance(v, E.Str):
+                raise SpecError.at(v.loc, f"{e.fn}: {k} must be one of {', '.join(choices)}, got {E.unparse(v)}")
+        opts = {k: v.value for k, v in e.kwargs.items() if isinstance(v, E.Str)}
+        if not opts or not family:
+            return e
         for k, v in opts.items():
             choices = [b.option[k] for b in family if k in b.option]
             if not choices:
@@ -575,7 +579,9 @@ class Builder:
         bound = dict(zip(params, given))
         for k, v in e.kwargs.items():
             if k not in params:
-                raise SpecError.at(v.loc, f"block {b.name} has no argument '{k}'{did_you_mean(k, params)}")
+                family = [x for x in self.blocks.values() if x.name.split("_")[0] == b.name.split("_")[0]]
+                options = sorted({o for x in family for o in x.option})
+                raise SpecError.at(v.loc, f"block {b.name} has no argument '{k}'{did_you_mean(k, params + options)}")
             if k in bound:
                 raise SpecError.at(v.loc, f"block {b.name}: argument '{k}' given twice")
             bound[k] = v

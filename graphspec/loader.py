@@ -40,6 +40,16 @@ class Located:
 _scalar = yaml.SafeLoader.construct_scalar
 
 
+def _yaml_message(e) -> str:
+    """PyYAML's problem, with its context: where an unclosed bracket was opened."""
+    if e.context and e.context.startswith("while"):
+        m, p = e.context_mark, e.problem_mark
+        if m is not None and p is not None and m.line != p.line:
+            return f"{e.problem} ({e.context} started at line {m.line + 1}, column {m.column + 1})"
+        return e.problem
+    return ", ".join(x for x in (e.context, e.problem) if x)
+
+
 def load_text(text: str, file: str = "<string>") -> Located:
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise SpecError.at(Loc(file, 1, 1), f"the file is larger than {MAX_BYTES} bytes; a spec should be a page of YAML")
@@ -48,7 +58,7 @@ def load_text(text: str, file: str = "<string>") -> Located:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError.at(Loc(file, line, col), f"YAML syntax: {e.problem or e.context}") from None
+        raise SpecError.at(Loc(file, line, col), f"YAML syntax: {_yaml_message(e)}") from None
     except yaml.YAMLError as e:
         raise SpecError.at(Loc(file, 1, 1), f"YAML syntax: {e}") from None
     locs: dict = {}

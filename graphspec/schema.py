@@ -156,7 +156,13 @@ def _report(doc: Located, validator) -> None:
             probs.add(doc.where(path), f"{keys}: an input needs exactly one of tokens, real or label")
             continue
         if err.validator == "oneOf" and path[:1] == ("nodes",):
-            probs.add(doc.where(path), f"{keys}: a node is an equation string or {{eq: ..., init: ...}}")
+            allowed = ["eq", "init", "axis"]
+            extra = [k for k in err.instance or {} if k not in allowed] if isinstance(err.instance, dict) else []
+            for k in extra:
+                probs.add(doc.key_loc(path + (k,)), f"unknown key '{k}' in {keys}{did_you_mean(k, allowed)} "
+                                                    f"(allowed: {', '.join(allowed)})")
+            if not extra:
+                probs.add(doc.where(path), f"{keys}: a node is an equation string or {{eq: ..., init: ...}}")
             continue
         if err.validator == "enum":
             close = did_you_mean(str(err.instance), map(str, err.validator_value))
