@@ -176,7 +176,7 @@ def _take(ts, at):
     backward: dx[:, col:col + width] += dy."""
     x = ts[0]
     _plain(x, "take input")
-    _need(isinstance(x.feat, str) or at["col"] + at["width"] <= x.feat,
+    _need(at["col"] >= 0 and (isinstance(x.feat, str) or at["col"] + at["width"] <= x.feat),
           f"slice [{at['col']}:{at['col'] + at['width']}] is out of range for {x}")
     return Ty(at["width"])
 

@@ -384,7 +384,6 @@ COMPILE = {"memory_absurd.yaml", "delay_huge.yaml"}
 WRONG = {
     "schema_input_not_mapping.yaml": "adds a second, garbled line: \"'tokens' is valid under each of "
                                      "{'required': ['real']}, ...\"",
-    "slice_negative_start.yaml": "accepted: a negative slice start passes validate and compile",
     "argmax_into_loss.yaml": "names the operand 'loss' (an internal node) and suggests an embedding lookup",
     "const_node_delayed.yaml": "names the internal node: \"const:3[t-1]: 'const:3' is a static node ...\"",
     "block_tokens_into_rnn.yaml": "reported only inside the library: '<install>/graphspec/blocks/rnn.yaml:10:34: "
