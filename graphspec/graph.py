@@ -62,6 +62,7 @@ class Graph:
     data: dict = field(default_factory=dict)        # the spec's data section
     train: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)     # user name -> Operand it stands for
+    instances: dict = field(default_factory=dict)   # block instance prefix 'enc.fwd.' -> block file
 
     def add(self, node: Node) -> Node:
         self.nodes[node.name] = node

@@ -570,6 +570,7 @@ class Builder:
                 n += 1
             prefix = f"{prefix[:-1]}_{n}."
         inner = Scope(prefix, {}, direction, {}, None)
+        self.g.instances[prefix] = b.doc.file
         # positional order: required args, then dims, then args with defaults: rnn(x, H, h0=...)
         params = [a for a, d in b.args if d is None] + list(b.dims) + [a for a, d in b.args if d is not None]
         given = list(e.args)

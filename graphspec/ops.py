@@ -294,6 +294,19 @@ def _lastof(ts, at):
     return Ty(x.feat)
 
 
+@op("lstm_cell", "ff")
+def _lstm_cell(ts, at):
+    """The LSTM block's elementwise part, fused (compile.py substitutes it for the stdlib lstm
+    block's gate nodes; tests check it against the block). z = [z_i, z_f, z_g, z_o], sp = s(t-1):
+    s = sigmoid(z_f) sp + sigmoid(z_i) tanh(z_g);  h = tanh(s) sigmoid(z_o);  y = [s, h].
+    backward: with gs = dy_s + dy_h o (1 - tanh(s)^2): dz_i += gs g i(1-i), dz_f += gs sp f(1-f),
+    dz_g += gs i (1-g^2), dz_o += dy_h tanh(s) o(1-o), dsp += gs f."""
+    z, sp = ts
+    _need(z.feat == ANY or sp.feat == ANY or z.feat == 4 * sp.feat,
+          f"lstm_cell: gates {z} must be 4 times the state {sp}")
+    return Ty(2 * sp.feat if sp.feat != ANY else ANY)
+
+
 # ---------------------------------------------------------------- decoding (no gradient)
 @op("argmax", "f", out="i", grad=False)
 def _argmax(ts, at):

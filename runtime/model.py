@@ -28,8 +28,9 @@ from .initializers import initialize
 
 class Model:
     def __init__(self, spec: str, bind: Optional[dict] = None, text: Optional[str] = None,
-                 dtype=np.float32, seed: int = 0, tables: Optional[dict] = None):
+                 dtype=np.float32, seed: int = 0, tables: Optional[dict] = None, fuse: bool = True):
         self.spec, self.text, self.bind = spec, text, dict(bind or {})
+        self.fuse = fuse
         self.dtype = np.dtype(dtype)
         self.graphs = {"train": graphspec.load(spec, text, mode="train", bind=self.bind)}
         self.graph = self.graphs["train"]
@@ -59,7 +60,7 @@ class Model:
         if key not in self._plans:
             shapes = {k: v.shape for k, v in self.tables.items()}
             self._plans[key] = compile_graph(self._graph(mode), lengths, batch, training=mode == "train",
-                                             tables=shapes, dtype_bytes=self.dtype.itemsize)
+                                             tables=shapes, dtype_bytes=self.dtype.itemsize, fuse=self.fuse)
         return self._plans[key]
 
     def executor(self, lengths: dict, batch: int, mode: str = "train") -> Executor:

@@ -51,6 +51,7 @@ CASES = {
     "tadd": lambda: ([f(S * B, C), f(B, C)], (S * B, C), {}),
     "tsoftmax": lambda: ([f(S * B, 1), np.array([[1.0], [1], [1], [0], [1], [0]])], (S * B, 1), {"batch": B}),
     "tsum": lambda: ([f(S * B, 1), f(S * B, C)], (B, C), {}),
+    "lstm_cell": lambda: ([f(R, 4 * C), f(R, C)], (R, 2 * C), {}),
     "lastof": lambda: ([f(S * B, C), np.array([[1.0], [1], [1], [0], [0], [0]])], (B, C), {}),
     "argmax": lambda: ([f(R, V)], (R, 1), {}),
     "sample": lambda: ([f(R, V)], (R, 1), {"temperature": 1.0}),

@@ -291,3 +291,45 @@ def dropout_bwd(x, out, gout, gx, need, p, mask):
         for r in range(R):
             for j in range(C):
                 gx[r, j] += gout[r, j] * mask[r, j]
+
+
+# ---------------------------------------------------------------- fused LSTM cell
+@jit
+def lstm_cell_fwd(z, sp, out):
+    """y = [s, h]: s = sigmoid(z_f) sp + sigmoid(z_i) tanh(z_g); h = tanh(s) sigmoid(z_o)."""
+    B, H = sp.shape
+    half = const(out, 0.5)
+    for r in range(B):
+        zr, spr, o = z[r], sp[r], out[r]
+        for j in range(H):
+            i = half + half * fast_tanh(half * zr[j])
+            f = half + half * fast_tanh(half * zr[H + j])
+            g = fast_tanh(zr[2 * H + j])
+            q = half + half * fast_tanh(half * zr[3 * H + j])
+            s = f * spr[j] + i * g
+            o[j] = s
+            o[H + j] = fast_tanh(s) * q
+
+
+@jit
+def lstm_cell_bwd(z, sp, out, gout, gz, gsp, need):
+    """Recomputes the gates from z (cheaper than storing them); see the registry for the maths."""
+    B, H = sp.shape
+    half, one = const(out, 0.5), const(out, 1.0)
+    for r in range(B):
+        zr, spr, o, go = z[r], sp[r], out[r], gout[r]
+        for j in range(H):
+            i = half + half * fast_tanh(half * zr[j])
+            f = half + half * fast_tanh(half * zr[H + j])
+            g = fast_tanh(zr[2 * H + j])
+            q = half + half * fast_tanh(half * zr[3 * H + j])
+            ts = fast_tanh(o[j])
+            gh = go[H + j]
+            gs = go[j] + gh * q * (one - ts * ts)
+            if need & 1:
+                gz[r, j] += gs * g * i * (one - i)
+                gz[r, H + j] += gs * spr[j] * f * (one - f)
+                gz[r, 2 * H + j] += gs * i * (one - g * g)
+                gz[r, 3 * H + j] += gh * ts * q * (one - q)
+            if need & 2:
+                gsp[r, j] += gs * f
