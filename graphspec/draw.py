@@ -1,56 +1,156 @@
-"""Pictures of a model: the folded step graph (delay edges as loops labelled t-1, t-k) and the
+"""Pictures of a model: the folded step graph (delay edges as loops labelled t-1, t-4, t+1) and the
 unrolled graph (time left to right, layers top to bottom, each shared param drawn once).
 
-DOT text always; SVG/PNG through the system Graphviz when it is installed, otherwise through a
-small layered layout drawn with matplotlib (a pip-only dependency). Compiler intermediates that
-belong to one equation fold into the node the user wrote, so the picture shows the spec.
+Both are drawn at the level the user wrote. Compiler intermediates fold into the node they belong
+to: `a#3` is part of the equation of `a` when `a` is a node of the same axis and nothing but `a`'s
+own equation reads it. An intermediate that something else reads (`enc#1`, the embedding both
+directions of a bidirectional encoder share) or whose owner is no node (`o#1`, an inline
+expression passed to a block: `o` is only the block's name) stays a node of its own, labelled by
+its op and the node it was written in. The unrolled picture also folds each block instance
+(`enc.fwd.*`, `dec.*`) into its one exported node, so a GRU step is one box, not eleven.
+
+DOT text always; SVG/PNG through the system Graphviz (`dot`) when it is installed, otherwise
+through a layered layout of our own drawn with matplotlib. Nothing here imports numba or runtime/.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import subprocess
+from collections import defaultdict
 from typing import Optional
 
 import networkx as nx
 
-from .graph import Graph
-from .unroll import owner, unroll
+from .graph import LEAVES, Graph, operand_ty
+from .unroll import owner, step_id
+from .unroll import unroll as _unroll
 
-COLORS = {"param": "#fde2b3", "input": "#cde8f6", "node": "#ffffff", "loss": "#f6cdcd", "output": "#d8f0d2"}
+# kind -> (fill, border) of a node
+NODE_COLORS = {"param": ("#fde2b3", "#b9770e"), "input": ("#d6eaf8", "#2e86c1"), "node": ("#ffffff", "#444444"),
+               "inter": ("#f4f6f7", "#909497"), "loss": ("#f5b7b1", "#922b21"), "output": ("#d5f5e3", "#1e8449")}
+DOT_SHAPES = {"param": "box3d", "input": "ellipse", "node": "box", "inter": "box", "loss": "doubleoctagon",
+              "output": "octagon"}
+EDGE_COLORS = {"step": "#566573", "static": "#566573", "param": "#d68910", "delay": "#c0392b", "cross": "#2874a6",
+               "init": "#2874a6"}
+TAGGED = ("delay", "cross", "init")            # edge kinds whose folded picture carries a tag (t-1, last, all, init)
 
 
-# ---------------------------------------------------------------- folding intermediates
-def fold_map(g: Graph, blocks: bool = False) -> dict:
-    """node -> the node shown for it. An intermediate `a#3` folds into `a` when everything that
-    reads it is `a` or another intermediate of `a` (it is private to a's equation). With
-    blocks=True a block instance (`enc.fwd.*`) folds into its one output node, when it has one."""
-    users = {}
+# ---------------------------------------------------------------- folding to the user's level
+def _readers(g: Graph) -> dict:
+    out = defaultdict(set)
     for n in g.nodes.values():
         for a in n.args:
-            users.setdefault(a.node, set()).add(n.name)
+            out[a.node].add(n.name)
+        if n.init is not None:
+            out[n.init.node].add(n.name)
+    return out
+
+
+def _output_nodes(g: Graph) -> set:
+    """Nodes the outputs section created (out.NAME), not those it merely names (ctx.w)."""
+    return {op.node for name, op in g.outputs.items() if op.node == f"out.{name}"}
+
+
+def fold_map(g: Graph, blocks: bool = False, masks: bool = False) -> dict:
+    """name -> the name of the node drawn for it, or None when it is not drawn (constants, and the
+    padding masks unless masks=True).
+
+    An intermediate `a#k` folds into `a` when `a` is a node on the same axis and every reader of
+    `a#k` is `a` or another intermediate of `a`. With blocks=True each block instance prefix
+    (`enc.fwd`, then `enc`, deepest first) folds into its one exported node (read from outside the
+    block, or a loss), together with the members on that node's axis; when it exports several (an
+    lstm whose h and s are both read), each other member folds into the first exported node it
+    feeds within the step."""
+    readers = _readers(g)
+    hidden = {n for n, x in g.nodes.items() if x.op == "const"}
+    if not masks:
+        hidden |= set(g.masks.values())
     shown = {}
-    for name in g.nodes:
+    for name, n in g.nodes.items():
         o = owner(name)
-        if o != name and o in g.nodes and all(owner(u) == o for u in users.get(name, ())):
+        if name in hidden:
+            shown[name] = None
+        elif (o != name and o in g.nodes and n.op not in LEAVES and g.nodes[o].axis == n.axis
+              and all(owner(r) == o for r in readers.get(name, ()))):
             shown[name] = o
         else:
             shown[name] = name
-    if blocks:
-        prefixes = sorted({n.rsplit(".", 1)[0] for n in g.nodes if "." in owner(n) and g.nodes[n].op != "param"
-                           and not n.startswith(("mask.", "table.", "out."))}, key=lambda p: -p.count("."))
-        for p in prefixes:
-            members = [n for n in g.nodes if n.startswith(p + ".") and g.nodes[n].op not in ("param", "const")]
-            inside = set(members)
-            exported = {shown[n] for n in members if any(u not in inside for u in users.get(n, ()))}
-            if len(exported) == 1:
-                (out,) = exported
-                for n in members:
-                    shown[n] = out
-                for n, v in list(shown.items()):
-                    if v in inside:
-                        shown[n] = out
+    if not blocks:
+        return shown
+    outputs = _output_nodes(g)
+    reps = lambda: {s for s in shown.values() if s is not None}   # noqa: E731
+    foldable = {s for s in reps() if g.nodes[s].op not in LEAVES and s not in outputs}
+    prefixes = {".".join(owner(s).split(".")[:k]) for s in foldable for k in range(1, owner(s).count(".") + 1)}
+    for p in sorted(prefixes, key=lambda p: (-p.count("."), p)):
+        members = {s for s in reps() if s in foldable and s.startswith(p + ".")}
+        exported = {s for s in members if s in g.losses}
+        for name, n in g.nodes.items():
+            me = shown[name]
+            if me is None or me in members:
+                continue
+            for a in list(n.args) + ([n.init] if n.init is not None else []):
+                if shown.get(a.node) in members:
+                    exported.add(shown[a.node])
+        if len(exported) == 1:
+            (out,) = exported
+            ax = g.nodes[out].axis
+            for name, s in shown.items():
+                if s in members and g.nodes[s].axis == ax:
+                    shown[name] = out
+        elif exported:
+            shown = _fold_into_exports(g, shown, members, exported)
     return shown
+
+
+def _fold_into_exports(g: Graph, shown: dict, members: set, exported: set) -> dict:
+    """A block with several exported nodes (an lstm read as h and as s): each other member folds
+    into the first-defined exported node on its axis that it feeds within the step, if the steps
+    stay acyclic (else the block is left as it is)."""
+    order = {n: i for i, n in enumerate(g.nodes)}
+    feeds = defaultdict(set)            # member -> members reading it in the same step
+    for name, n in g.nodes.items():
+        me = shown[name]
+        if me not in members:
+            continue
+        for a in n.args:
+            src = shown.get(a.node)
+            if src in members and src != me and a.mode == "step" and a.delay == 0:
+                feeds[src].add(me)
+    new = dict(shown)
+    target = {}
+    for m in members - exported:
+        seen, todo = set(), [m]
+        while todo:
+            for r in feeds[todo.pop()]:
+                if r not in seen:
+                    seen.add(r)
+                    todo.append(r)
+        outs = [e for e in seen & exported if g.nodes[e].axis == g.nodes[m].axis]
+        if outs:
+            target[m] = min(outs, key=order.get)
+    for name, s in shown.items():
+        if s in target:
+            new[name] = target[s]
+    step = nx.DiGraph()
+    for src, rs in feeds.items():
+        for r in rs:
+            a, b = target.get(src, src), target.get(r, r)
+            if a != b:
+                step.add_edge(a, b)
+    return new if nx.is_directed_acyclic_graph(step) else shown
+
+
+def _block_of(g: Graph, shown: dict, rep: str) -> Optional[str]:
+    """The block instance a node stands for (enc.fwd for enc.fwd.h) when every computed node of
+    that instance folds into it."""
+    if "." not in rep or rep in _output_nodes(g):
+        return None
+    p = rep.rsplit(".", 1)[0]
+    inside = [n for n, x in g.nodes.items() if n.startswith(p + ".") and x.op not in LEAVES]
+    return p if inside and all(shown.get(n) in (rep, None) for n in inside) else None
 
 
 def _kind(g: Graph, name: str) -> str:
@@ -59,249 +159,929 @@ def _kind(g: Graph, name: str) -> str:
         return n.op
     if name in g.losses:
         return "loss"
-    if name in {op.node for op in g.outputs.values()}:
+    if name in _output_nodes(g) or name in {op.node for op in g.outputs.values()}:
         return "output"
-    return "node"
+    return "inter" if "#" in name else "node"
 
 
-def _label(g: Graph, name: str) -> str:
+def _label(g: Graph, shown: dict, name: str, user_level: bool) -> str:
     n = g.nodes[name]
     if n.op == "param":
-        return f"{name}\\n{'x'.join(map(str, n.attrs['shape']))}"
+        return f"{name}\n{'x'.join(map(str, n.attrs.get('shape', [])))}"
     if "#" in name:
-        return f"{n.op}"
-    return f"{name}\\n{n.ty}" if n.ty is not None else name
+        return f"{n.op} ({owner(name)})"
+    if user_level:
+        alias = {op.node: k for k, op in g.aliases.items() if op.mode == "step" and op.delay == 0}
+        if name in alias:
+            return alias[name]
+        block = _block_of(g, shown, name)
+        if block:
+            return block
+    return name
 
 
-def folded_graph(g: Graph) -> nx.MultiDiGraph:
-    shown = fold_map(g)
-    fg = nx.MultiDiGraph()
-    for name, n in g.nodes.items():
-        if n.op == "const" or shown[name] != name:
-            continue
-        fg.add_node(name, kind=_kind(g, name), label=_label(g, name), axis=n.axis)
+def _cluster_paths(g: Graph, names: list) -> dict:
+    """name -> tuple of cluster keys, outermost first: 'axis:src', then block prefixes 'enc', 'enc.fwd'.
+    A node belongs to prefix p when its owner is p or starts with 'p.'; clusters of fewer than two
+    nodes are dropped; a block sits inside the axis cluster of its (non-param) nodes."""
+    prefixes = set()
+    for s in names:
+        parts = owner(s).split(".")
+        prefixes |= {".".join(parts[:k]) for k in range(1, len(parts))}
+
+    def chain(s):
+        o = owner(s)
+        return [p for p in sorted(prefixes, key=len) if o == p or o.startswith(p + ".")]
+
+    size = defaultdict(int)
+    for s in names:
+        for p in chain(s):
+            size[p] += 1
+    keep = {p for p in prefixes if size[p] >= 2}
+    axes = defaultdict(set)
+    for s in names:
+        if g.nodes[s].op != "param" and g.nodes[s].axis:
+            for p in chain(s):
+                axes[p].add(g.nodes[s].axis)
+    out = {}
+    for s in names:
+        c = [p for p in chain(s) if p in keep]
+        if c:
+            ax = next(iter(axes[c[0]])) if len(axes[c[0]]) == 1 else None
+        else:
+            ax = g.nodes[s].axis if g.nodes[s].op != "param" else None
+        out[s] = tuple(([f"axis:{ax}"] if ax else []) + c)
+    return out
+
+
+def _edge_kind(g: Graph, src: str, dst: str, a, role: str):
+    """(kind, tag) of the folded edge for operand a of dst's equation."""
+    if role == "init":                  # the value read before the first step (h0=last(enc))
+        return "init", "init" if a.mode == "step" and not a.delay else f"init={a.mode if a.mode != 'step' else a}"
+    if g.nodes[src].op == "param":
+        return "param", ""
+    if a.mode != "step":
+        return "cross", a.mode
+    if a.delay:
+        return "delay", f"t{-a.delay:+d}"
+    if g.nodes[src].axis != g.nodes[dst].axis:
+        return "static", ""
+    return "step", ""
+
+
+def folded_graph(g: Graph, blocks: bool = False, masks: bool = False, params: bool = True) -> nx.MultiDiGraph:
+    """The folded (cyclic) step graph at the user's level. Node attrs: kind, name, label, axis, t
+    (None), type, cluster. Edge attrs: kind (step|static|param|delay|cross|init), tag (t-1, t+1, last,
+    all, first, init or ''), shape (what the edge carries). Parallel edges differ by tag."""
+    shown = fold_map(g, blocks, masks)
+    fg = nx.MultiDiGraph(name=g.name, view="folded")
+    names = [s for s, n in g.nodes.items() if shown[s] == s and (params or n.op != "param")]
+    clusters = _cluster_paths(g, names)
+    for s in names:
+        n = g.nodes[s]
+        fg.add_node(s, kind=_kind(g, s), name=s, label=_label(g, shown, s, blocks), axis=n.axis, t=None,
+                    type=str(n.ty) if n.ty is not None else "", cluster=clusters[s])
     seen = set()
     for name, n in g.nodes.items():
         dst = shown[name]
         if dst not in fg:
             continue
-        for a in n.args:
+        reads = [(a, "arg") for a in n.args] + ([(n.init, "init")] if n.init is not None else [])
+        for a, role in reads:
             src = shown.get(a.node)
-            if src not in fg or (src == dst and a.delay == 0 and a.mode == "step"):
+            if src not in fg:
                 continue
-            label = ("" if not a.delay else f"t{-a.delay:+d}") if a.mode == "step" else a.mode
-            key = (src, dst, label)
-            if key in seen:
+            kind, tag = _edge_kind(g, a.node, name, a, role)
+            if src == dst and kind not in TAGGED:
+                continue                   # inside one equation
+            if (src, dst, kind, tag) in seen:
                 continue
-            seen.add(key)
-            fg.add_edge(src, dst, label=label, delay=a.delay if a.mode == "step" else 0, mode=a.mode)
-        if n.init is not None and shown.get(n.init.node) in fg:
-            fg.add_edge(shown[n.init.node], dst, label="init", delay=0, mode="init")
+            seen.add((src, dst, kind, tag))
+            ty = operand_ty(g, a)
+            fg.add_edge(src, dst, kind=kind, tag=tag, shape=str(ty) if ty is not None else "")
     return fg
 
 
-def unrolled_graph(g: Graph, lengths: dict, params: bool = True, blocks: bool = True) -> nx.DiGraph:
-    """The unrolled DAG with intermediates (and, with blocks=True, block internals) folded per step."""
-    dag = unroll(g, lengths)
-    shown = fold_map(g, blocks)
-    ug = nx.DiGraph()
+def unrolled_graph(g: Graph, lengths: dict, params: bool = True, blocks: bool = True,
+                   masks: bool = False) -> nx.DiGraph:
+    """unroll(g, lengths) with every value folded per step as in fold_map (node `a#2[t=3]` becomes
+    `a[t=3]`, and with blocks=True `dec.s[tgt=2]` becomes `dec.h[tgt=2]`). Each shared param stays
+    one node with an edge to every step that uses it (params=False leaves them out).
+    Node attrs: kind, name, label, axis, t, type. Edge attrs: kind (step: same step; delay: same
+    axis, another step; cross: another axis, tag last|all|first|init; static: from a node with no
+    axis; param), tag, delay (t_dst - t_src for delay edges), shape."""
+    dag = _unroll(g, lengths)
+    shown = fold_map(g, blocks, masks)
+    ug = nx.DiGraph(name=g.name, view="unrolled", lengths={a: int(lengths.get(a, 5)) for a in g.axes})
 
     def target(i):
         d = dag.nodes[i]
-        name = shown.get(d["name"], d["name"])
-        if name == d["name"]:
-            return i
-        t = d.get("t")
-        ax = g.nodes[name].axis
-        return f"{name}[{'t' if ax == 't' else ax}={t}]" if t is not None else name
+        s = shown.get(d["name"])
+        if s is None or (d["kind"] == "param" and not params):
+            return None
+        return i if s == d["name"] else step_id(s, g.nodes[s].axis, d["t"])
 
     for i, d in dag.nodes(data=True):
-        if d["kind"] == "const" or (d["kind"] == "param" and not params):
-            continue
         j = target(i)
-        name = shown.get(d["name"], d["name"])
-        if j not in ug:
-            ug.add_node(j, kind=_kind(g, name), name=name, axis=g.nodes[name].axis, t=d.get("t"),
-                        label=_label(g, name).split("\\n")[0] + (f"\\nt={d['t']}" if d.get("t") is not None else ""))
+        if j is None or j in ug:
+            continue
+        s = shown[d["name"]]
+        n = g.nodes[s]
+        ug.add_node(j, kind=_kind(g, s), name=s, label=_label(g, shown, s, True), axis=n.axis,
+                    t=d["t"] if n.axis else None, type=str(n.ty) if n.ty is not None else "", cluster=())
     for u, v, e in dag.edges(data=True):
-        if u not in dag or dag.nodes[u]["kind"] == "const":
-            continue
-        if dag.nodes[u]["kind"] == "param" and not params:
-            continue
         a, b = target(u), target(v)
-        if a != b and a in ug and b in ug:
-            ug.add_edge(a, b, shape=dag.nodes[u].get("shape", ""))
+        if a is None or b is None or a == b:
+            continue
+        A, B = ug.nodes[a], ug.nodes[b]
+        shape = dag.nodes[u].get("shape", "")
+        if A["kind"] == "param":
+            kind, tag = "param", ""
+        elif A["axis"] is None:
+            kind, tag = "static", ""
+        elif A["axis"] != B["axis"]:
+            kind, tag = "cross", e.get("mode") if e.get("mode") in ("last", "all", "first") else "init"
+        elif A["t"] != B["t"]:
+            kind, tag = "delay", f"t{A['t'] - B['t']:+d}"
+        else:
+            kind, tag = "step", ""
+        if ug.has_edge(a, b):
+            old = ug.edges[a, b]
+            if shape and shape not in old["shape"].split(" + "):
+                old["shape"] = f"{old['shape']} + {shape}" if old["shape"] else shape
+            continue
+        ug.add_edge(a, b, kind=kind, tag=tag, shape=shape,
+                    delay=(B["t"] - A["t"]) if kind == "delay" else 0)
     return ug
 
 
 # ---------------------------------------------------------------- DOT
-def _dot_id(x: str) -> str:
-    return '"' + x.replace('"', r"\"") + '"'
+def _q(x) -> str:
+    return '"' + str(x).replace("\\", "\\\\").replace('"', r"\"").replace("\n", r"\n") + '"'
 
 
-def to_dot(G, name: str = "model", rankdir: str = "TB", time_ranks: bool = False) -> str:
-    lines = [f"digraph {_dot_id(name)} {{", f"  rankdir={rankdir};", '  node [fontname="Helvetica", fontsize=10];',
-             '  edge [fontname="Helvetica", fontsize=8];']
-    for n, d in G.nodes(data=True):
-        shape = {"param": "box", "input": "ellipse", "loss": "doubleoctagon", "output": "octagon"}.get(d["kind"], "ellipse")
-        style = ', style="filled,dashed"' if d["kind"] == "param" else ', style=filled'
-        lines.append(f'  {_dot_id(n)} [label="{d["label"]}", shape={shape}{style}, fillcolor="{COLORS[d["kind"]]}"];')
-    if time_ranks:
-        by_t = {}
+def _node_stmt(n: str, d: dict, unrolled: bool, indent: str) -> str:
+    kind = d["kind"]
+    fill, border = NODE_COLORS[kind]
+    label = d["label"]
+    if unrolled and d.get("t") is not None:
+        label += f"\n{d['axis']}={d['t']}"
+    style = {"param": "filled,dashed", "inter": "filled,rounded,dashed", "node": "filled,rounded"}.get(kind, "filled")
+    cls = [f"kind-{kind}"] + ([f"axis-{d['axis']}"] if d.get("axis") else []) + \
+        ([f"step-{d['t']}"] if d.get("t") is not None else [])
+    attrs = [f"label={_q(label)}", f"class={_q(' '.join(cls))}", f"group={_q(d['name'])}", f"tooltip={_q(d['type'])}",
+             f"shape={DOT_SHAPES[kind]}", f"style={_q(style)}", f"fillcolor={_q(fill)}", f"color={_q(border)}"]
+    if kind == "param":
+        attrs.append("penwidth=1.5")
+    return f"{indent}{_q(n)} [{', '.join(attrs)}];"
+
+
+def _edge_stmt(u: str, v: str, d: dict, unrolled: bool) -> str:
+    kind, tag, shape = d["kind"], d.get("tag", ""), d.get("shape", "")
+    cls = f"kind-{kind}" + (f" tag-{tag}" if tag else "")
+    attrs = []
+    if unrolled:
+        if kind != "param" and shape:
+            attrs.append(f"label={_q(shape)}")
+    elif tag:
+        attrs.append(f"label={_q(tag)}")
+        if shape:
+            attrs.append(f"xlabel={_q(shape)}")
+    elif shape and kind != "param":
+        attrs.append(f"label={_q(shape)}")
+    attrs += [f"class={_q(cls)}", f"tooltip={_q(shape)}", f"color={_q(EDGE_COLORS[kind])}",
+              f"fontcolor={_q(EDGE_COLORS[kind])}"]
+    if kind == "delay":
+        attrs.append("penwidth=1.6")
+        if not unrolled or d.get("delay", 0) < 0:
+            attrs.append("constraint=false")       # back in time: must not order the ranks
+    elif kind in ("cross", "init"):
+        attrs.append('style="dashed"')
+    elif kind == "param":
+        attrs.append('style="dashed"')
+        attrs.append("arrowsize=0.5")
+    return f"  {_q(u)} -> {_q(v)} [{', '.join(attrs)}];"
+
+
+def to_dot(G, title: Optional[str] = None) -> str:
+    """DOT text of a graph from folded_graph (clusters per axis and block) or unrolled_graph
+    (rankdir=LR, rank=same per step, an invisible spine of edges keeping the steps in order)."""
+    unrolled = G.graph.get("view") == "unrolled"
+    title = title or G.graph.get("title") or G.graph.get("name", "model")
+    lines = [f"digraph {_q(G.graph.get('name', 'model'))} {{",
+             f"  graph [rankdir={'LR' if unrolled else 'TB'}, newrank=true, forcelabels=true, "
+             f"label={_q(title)}, labelloc=t, fontname=\"Helvetica\", fontsize=14, nodesep=0.25, ranksep=0.45, "
+             f"comment={_q('graphspec ' + ('unrolled' if unrolled else 'folded'))}];",
+             '  node [fontname="Helvetica", fontsize=10, margin="0.08,0.03"];',
+             '  edge [fontname="Helvetica", fontsize=8, arrowsize=0.7];']
+    if unrolled:
+        for n, d in G.nodes(data=True):
+            lines.append(_node_stmt(n, d, True, "  "))
+        steps = defaultdict(list)
         for n, d in G.nodes(data=True):
             if d.get("t") is not None:
-                by_t.setdefault((d["axis"], d["t"]), []).append(n)
-        for (ax, t), ns in sorted(by_t.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-            lines.append(f"  subgraph {_dot_id(f'cluster_{ax}_{t}')} {{ label=\"{ax}={t}\"; color=\"#dddddd\"; "
-                         + " ".join(_dot_id(x) for x in ns) + " }")
-    edges = G.edges(data=True)
-    for u, v, d in edges:
-        attrs = []
-        if d.get("label"):
-            attrs.append(f'label="{d["label"]}"')
-        if d.get("delay"):
-            attrs.append('color="#c0392b", style=bold, constraint=false')
-        elif d.get("mode") in ("last", "all", "first", "init"):
-            attrs.append('color="#2e86c1", style=dashed')
-        if d.get("shape"):
-            attrs.append(f'label="{d["shape"]}"')
-        lines.append(f"  {_dot_id(u)} -> {_dot_id(v)}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
+                steps[(d["axis"], d["t"])].append(n)
+        for (ax, t), ns in sorted(steps.items(), key=lambda kv: (_axis_rank(G, kv[0][0]), kv[0][1])):
+            lines.append(f"  {{ rank=same; {' '.join(_q(x) + ';' for x in ns)} }}  // {ax}={t}")
+    else:
+        tree = {"nodes": [], "kids": {}}
+        for n, d in G.nodes(data=True):
+            node = tree
+            for key in d.get("cluster", ()):
+                node = node["kids"].setdefault(key, {"nodes": [], "kids": {}})
+            node["nodes"].append(n)
+
+        def emit(node, indent):
+            for n in node["nodes"]:
+                lines.append(_node_stmt(n, G.nodes[n], False, indent))
+            for key, kid in node["kids"].items():
+                label = f"axis {key[5:]}" if key.startswith("axis:") else key
+                style = 'style="rounded,filled"; fillcolor="#f8f9f9"; color="#aab7b8"' if key.startswith("axis:") \
+                    else 'style="rounded,dashed"; color="#7f8c8d"'
+                lines.append(f"{indent}subgraph {_q('cluster_' + key)} {{ label={_q(label)}; {style}; fontsize=11;")
+                emit(kid, indent + "  ")
+                lines.append(f"{indent}}}")
+        emit(tree, "  ")
+    for u, v, d in G.edges(data=True):
+        lines.append(_edge_stmt(u, v, d, unrolled))
+    if unrolled:          # keep steps left to right even where no edge says so (backward RNNs)
+        firsts = {}
+        for n, d in G.nodes(data=True):
+            if d.get("t") is not None:
+                firsts.setdefault((d["axis"], d["t"]), n)
+        chain = [firsts[k] for k in sorted(firsts, key=lambda k: (_axis_rank(G, k[0]), k[1]))]
+        for a, b in zip(chain, chain[1:]):
+            lines.append(f"  {_q(a)} -> {_q(b)} [style=invis, weight=10];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def folded_dot(g: Graph) -> str:
-    return to_dot(folded_graph(g), g.name)
+def _axis_order(G) -> list:
+    """Axes in the order to draw them: an axis read across (last/all/init) before its readers."""
+    seen = []
+    for _, d in G.nodes(data=True):
+        if d.get("axis") and d["axis"] not in seen:
+            seen.append(d["axis"])
+    dep = nx.DiGraph()
+    dep.add_nodes_from(seen)
+    for u, v, d in G.edges(data=True):
+        a, b = G.nodes[u].get("axis"), G.nodes[v].get("axis")
+        if a and b and a != b:
+            dep.add_edge(a, b)
+    try:
+        return list(nx.lexicographical_topological_sort(dep, key=seen.index))
+    except nx.NetworkXUnfeasible:
+        return seen
 
 
-def unrolled_dot(g: Graph, lengths: dict, params: bool = True, blocks: bool = True) -> str:
-    return to_dot(unrolled_graph(g, lengths, params, blocks), g.name, rankdir="LR", time_ranks=True)
+def _axis_rank(G, ax) -> int:
+    order = _axis_order(G)
+    return order.index(ax) if ax in order else len(order)
 
 
-# ---------------------------------------------------------------- rendering
-def _positions(G, unrolled: bool) -> dict:
-    """A layered layout: unrolled graphs put time on x (source steps left of target steps) and
-    depth within the step on y; folded graphs put topological depth on y."""
-    if unrolled:     # depth within a step: every step drawn as the same column
-        same = lambda u, v: (G.nodes[u].get("axis"), G.nodes[u].get("t")) == (G.nodes[v].get("axis"), G.nodes[v].get("t"))  # noqa: E731
-        plain = nx.DiGraph((u, v) for u, v in G.edges() if same(u, v) and G.nodes[u]["kind"] != "param")
-    else:
-        plain = nx.DiGraph((u, v) for u, v, d in G.edges(data=True) if not d.get("delay"))
-    plain.add_nodes_from(G.nodes)
-    depth = {}
-    for layer, ns in enumerate(nx.topological_generations(plain)):
-        for n in ns:
-            depth[n] = layer
-    pos = {}
+def folded_dot(g: Graph, blocks: bool = False, masks: bool = False, params: bool = True) -> str:
+    """DOT of the folded step graph: user nodes, inputs and params, clustered per axis and block
+    instance; delay edges are loops/back-edges labelled t-1, t-4, t+1; cross-axis reads are
+    labelled last/all (init=last for an initial state); the shape each edge carries is its xlabel
+    (its label when it has no tag)."""
+    return to_dot(folded_graph(g, blocks, masks, params), f"{g.name} (folded: red edges read other steps)")
+
+
+def unrolled_dot(g: Graph, lengths: dict, params: bool = True, blocks: bool = True, masks: bool = False) -> str:
+    """DOT of the unrolled DAG: one rank per step, left to right; shared params once (box3d);
+    each edge labelled with the shape it carries (params: in the tooltip, the node shows it)."""
+    G = unrolled_graph(g, lengths, params, blocks, masks)
+    steps = ", ".join(f"{a}={n}" for a, n in G.graph["lengths"].items())
+    return to_dot(G, f"{g.name} unrolled ({steps})")
+
+
+# ---------------------------------------------------------------- reading our own DOT back
+_ATTR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^,\]\s;]+)')
+_ID = r'"((?:[^"\\]|\\.)*)"'
+_NODE = re.compile(r'^\s*' + _ID + r'\s*\[(.*)\];\s*$')
+_EDGE = re.compile(r'^\s*' + _ID + r'\s*->\s*' + _ID + r'\s*\[(.*)\];\s*$')
+_SUB = re.compile(r'^\s*subgraph\s+' + _ID + r'\s*\{')
+
+
+def _unq(s: str) -> str:
+    if s.startswith('"') and s.endswith('"'):
+        s = s[1:-1]
+    return re.sub(r'\\(.)', lambda m: "\n" if m.group(1) == "n" else m.group(1), s)
+
+
+def _attrs(text: str) -> dict:
+    return {k: _unq(v) for k, v in _ATTR.findall(text)}
+
+
+def graph_from_dot(text: str):
+    """The graph that to_dot wrote (folded or unrolled), read back from its DOT text: every node
+    and visible edge with the attributes the renderer needs. Only DOT as to_dot writes it."""
+    m = re.search(r'comment="graphspec (\w+)"', text)
+    unrolled = bool(m and m.group(1) == "unrolled")
+    name = re.match(r'\s*digraph\s+' + _ID, text)
+    G = (nx.DiGraph if unrolled else nx.MultiDiGraph)(name=_unq('"' + name.group(1) + '"') if name else "model",
+                                                      view="unrolled" if unrolled else "folded")
+    title = re.search(r'graph \[.*?label=' + _ID, text)
+    if title:
+        G.graph["title"] = _unq('"' + title.group(1) + '"')
+    stack = []
+    for line in text.splitlines():
+        s = _SUB.match(line)
+        if s:
+            key = _unq('"' + s.group(1) + '"')
+            stack.append(key[len("cluster_"):] if key.startswith("cluster_") else key)
+            continue
+        if line.strip() == "}" and stack:
+            stack.pop()
+            continue
+        e = _EDGE.match(line)
+        if e:
+            a = _attrs(e.group(3))
+            if a.get("style") == "invis":
+                continue
+            cls = a.get("class", "").split()
+            kind = next((c[5:] for c in cls if c.startswith("kind-")), "step")
+            tag = next((c[4:] for c in cls if c.startswith("tag-")), "")
+            d = dict(kind=kind, tag=tag, shape=a.get("tooltip", ""))
+            if unrolled:
+                d["delay"] = (-int(tag[1:]) if re.fullmatch(r"t[+-]\d+", tag) else 1) if kind == "delay" else 0
+            G.add_edge(_unq('"' + e.group(1) + '"'), _unq('"' + e.group(2) + '"'), **d)
+            continue
+        n = _NODE.match(line)
+        if n and not line.strip().startswith(("graph ", "node ", "edge ")):
+            a = _attrs(n.group(2))
+            cls = a.get("class", "").split()
+            kind = next((c[5:] for c in cls if c.startswith("kind-")), "node")
+            axis = next((c[5:] for c in cls if c.startswith("axis-")), None)
+            t = next((int(c[5:]) for c in cls if c.startswith("step-")), None)
+            label = a.get("label", "")
+            if unrolled and t is not None:
+                label = label.rsplit("\n", 1)[0]
+            G.add_node(_unq('"' + n.group(1) + '"'), kind=kind, name=a.get("group", n.group(1)), label=label,
+                       axis=axis, t=t, type=a.get("tooltip", ""), cluster=tuple(stack))
     if unrolled:
-        axes = []
+        lengths = {}
         for _, d in G.nodes(data=True):
-            if d.get("axis") and d["axis"] not in axes:
-                axes.append(d["axis"])
-        offset, off = {}, 0
-        for a in axes:
-            offset[a] = off
-            off += 1 + max((d["t"] for _, d in G.nodes(data=True) if d.get("axis") == a and d.get("t") is not None), default=0)
-        slots = {}
-        for n, d in G.nodes(data=True):
-            if d.get("t") is not None:
-                x = offset[d["axis"]] + d["t"]
-            elif d["kind"] == "param":
-                x = -1.5
+            if d["t"] is not None:
+                lengths[d["axis"]] = max(lengths.get(d["axis"], 0), d["t"] + 1)
+        G.graph["lengths"] = lengths
+    return G
+
+
+# ---------------------------------------------------------------- layout (the matplotlib fallback)
+FONT = 8.0          # points, node labels
+ROW = 0.62          # inches between rows
+PAD = 0.09          # inches around a label inside its box
+
+
+def _text_size(s: str, size: float = FONT):
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+    fp = FontProperties(family="DejaVu Sans", size=size)
+    lines = s.split("\n")
+    w = max((TextPath((0, 0), ln, prop=fp).get_extents().width for ln in lines if ln.strip()), default=size)
+    return w / 72.0, len(lines) * size * 1.25 / 72.0
+
+
+def _box_sizes(G) -> dict:
+    out = {}
+    for n, d in G.nodes(data=True):
+        w, h = _text_size(d["label"])
+        out[n] = (w + 2 * PAD + (0.1 if d["kind"] == "input" else 0), h + 2 * PAD * 0.8)
+    return out
+
+
+def _row_graph(G, kinds=("step", "static", "cross", "init")):
+    """Names (or nodes) linked by the edges that order rows: everything but params and delays."""
+    unrolled = G.graph.get("view") == "unrolled"
+    H = nx.DiGraph()
+    for n, d in G.nodes(data=True):
+        if d["kind"] != "param":
+            H.add_node(d["name"] if unrolled else n)
+    for u, v, d in G.edges(data=True):
+        if d["kind"] in kinds:
+            a, b = (G.nodes[u]["name"], G.nodes[v]["name"]) if unrolled else (u, v)
+            if a != b and a in H and b in H:
+                H.add_edge(a, b)
+    order = list(H.nodes)
+    if not nx.is_directed_acyclic_graph(H):     # keep the edges that go forward in definition order
+        H.remove_edges_from([(a, b) for a, b in list(H.edges) if order.index(a) >= order.index(b)])
+    return H, order
+
+
+def _layout_unrolled(G, boxes):
+    """x: one column per step (axes left to right in dependency order, static nodes in a column
+    before or after them); y: one row per node name within its axis, inputs on top, each name below
+    everything it reads in its step (and below what it reads across axes); results nothing reads
+    (a loss, an output) may share a row. Params: a row (or a few) on top, each above its users."""
+    H, order = _row_graph(G)
+    group = {}                    # name -> its columns: an axis, or 'pre'/'post' for static nodes
+    axis_of = {d["name"]: d.get("axis") for _, d in G.nodes(data=True)}
+    kind_of = {d["name"]: d["kind"] for _, d in G.nodes(data=True)}
+    for s in nx.topological_sort(H):
+        if axis_of[s]:
+            group[s] = axis_of[s]
+        else:
+            late = any(axis_of[p] or group.get(p) == "post" for p in H.predecessors(s))
+            group[s] = "post" if late else "pre"
+    for s in reversed(list(nx.topological_sort(H))):       # a static source read only after the steps
+        users = [group[v] for v in H.successors(s)]
+        if not axis_of[s] and not any(axis_of[p] for p in H.predecessors(s)) and users and \
+                all(u == "post" for u in users):
+            group[s] = "post"
+    rows, mates = {}, defaultdict(lambda: defaultdict(list))     # group -> row -> names side by side
+    sink = {s: H.out_degree(s) == 0 for s in H.nodes}
+    for s in nx.lexicographical_topological_sort(H, key=order.index):
+        if kind_of[s] == "input":
+            r = 0
+        else:
+            r = max([rows[p] + 1 for p in H.predecessors(s)] + [1])
+            # one row per name, but results nothing else reads (a loss, an output) may share one
+            while mates[group[s]][r] and not (sink[s] and all(sink[m] for m in mates[group[s]][r])):
+                r += 1
+        rows[s] = r
+        mates[group[s]][r].append(s)
+    for ms in (m for grp in mates.values() for m in grp.values()):
+        # of names sharing a row, the one read from rows far above goes right, near its gutter lane
+        ms.sort(key=lambda m: sum(1 for p in H.predecessors(m) if group[p] == group[m] and rows[m] - rows[p] > 1))
+    # columns
+    lengths = G.graph.get("lengths") or {}
+    axes = _axis_order(G)
+    cols = []
+    if any(g == "pre" for g in group.values()):
+        cols.append(("pre", None))
+    for ax in axes:
+        T = lengths.get(ax) or 1 + max(d["t"] for _, d in G.nodes(data=True) if d.get("axis") == ax)
+        cols += [(ax, t) for t in range(T)]
+    if any(g == "post" for g in group.values()):
+        cols.append(("post", None))
+    # per-column width: the widest row of that column (row mates side by side)
+    at = {}                      # (column, name) -> node id
+    for n, d in G.nodes(data=True):
+        if d["kind"] != "param":
+            at[((d["axis"] or group[d["name"]], d.get("t")), d["name"])] = n
+    GAP = 0.14
+    colw = {}
+    for c in cols:
+        ws = [sum(boxes[at[(c, m)]][0] for m in ms if (c, m) in at) + GAP * (len(ms) - 1)
+              for ms in mates[c[0]].values()]
+        colw[c] = max(ws + [0.5]) + 0.55
+    xs, x = {}, 0.0
+    prev = None
+    for c in cols:
+        if prev is not None and prev[0] != c[0]:
+            x += 0.45               # a gap between axes
+        xs[c] = x + colw[c] / 2
+        x += colw[c]
+        prev = c
+    pos = {}
+    for (c, name), n in at.items():
+        ms = [m for m in mates[c[0]][rows[name]] if (c, m) in at]
+        ws = [boxes[at[(c, m)]][0] for m in ms]
+        k = ms.index(name)
+        total = sum(ws) + GAP * (len(ws) - 1)
+        left = xs[c] - total / 2 + sum(ws[:k]) + GAP * k
+        pos[n] = (left + ws[k] / 2, -rows[name] * ROW)
+    # params: rows on top, each above the mean of its users, spread so none overlap
+    params = [n for n, d in G.nodes(data=True) if d["kind"] == "param"]
+    right = x
+    if params:
+        want = {}
+        for p in params:
+            us = [pos[v][0] for v in G.successors(p) if v in pos]
+            want[p] = sum(us) / len(us) if us else right / 2
+        total = sum(boxes[p][0] + 0.15 for p in params)
+        nrows = max(1, math.ceil(total / max(right, 1.0)))
+        ordered = sorted(params, key=lambda p: want[p])
+        top = 1.25 * ROW + 0.35
+        for r in range(nrows):
+            mine = ordered[r::nrows]
+            xs_ = _spread([want[p] for p in mine], [boxes[p][0] + 0.15 for p in mine], 0.0, right)
+            for p, px in zip(mine, xs_):
+                pos[p] = (px, top + (nrows - 1 - r) * 0.55)
+    col = {n: c for (c, _), n in at.items()}
+    row = {n: rows[name] for (_, name), n in at.items()}
+    return pos, {"cols": cols, "xs": xs, "colw": colw, "col": col, "row": row}
+
+
+def _spread(want, widths, lo, hi):
+    """Positions near `want` (sorted) with no overlap, inside [lo, hi] when they fit."""
+    n = len(want)
+    if n and sum(widths) > hi - lo:           # too many for the width: one block, centred
+        x, xs = (lo + hi) / 2 - sum(widths) / 2, []
+        for w in widths:
+            xs.append(x + w / 2)
+            x += w
+        return xs
+    xs = list(want)
+    for i in range(n):
+        left = lo + widths[i] / 2 if i == 0 else xs[i - 1] + (widths[i - 1] + widths[i]) / 2
+        xs[i] = max(xs[i], left)
+    if n and xs[-1] + widths[-1] / 2 > hi:
+        xs[-1] = hi - widths[-1] / 2
+        for i in range(n - 2, -1, -1):
+            xs[i] = min(xs[i], xs[i + 1] - (widths[i] + widths[i + 1]) / 2)
+    return xs
+
+
+def _layout_folded(G, boxes):
+    """Rows by depth (longest path over the edges of one step; inputs just above their first
+    reader, params just above theirs, global params in a row on top); x: each cluster a band of
+    its own, nested, nodes of one row side by side in their band."""
+    H, order = _row_graph(G)
+    depth = {}
+    for n in nx.lexicographical_topological_sort(H, key=order.index):
+        depth[n] = max([depth[p] + 1 for p in H.predecessors(n)] + [0])
+    for n in H.nodes:
+        if G.nodes[n]["kind"] == "input":
+            ds = [depth[v] for v in H.successors(n)]
+            depth[n] = max(0, min(ds) - 1) if ds else 0
+    top = []
+    for n, d in G.nodes(data=True):
+        if d["kind"] == "param":
+            ds = [depth[v] for v in G.successors(n) if v in depth]
+            if d.get("cluster"):
+                depth[n] = (min(ds) - 1) if ds else 0
             else:
-                x = off
-            key = (round(x, 1), depth[n])
-            k = slots.get(key, 0)
-            slots[key] = k + 1
-            pos[n] = (x * 2.2 + 0.35 * k, -depth[n] - 0.3 * k)
-        params = [n for n, d in G.nodes(data=True) if d["kind"] == "param"]
-        for i, n in enumerate(sorted(params)):
-            pos[n] = (-3.5, -i * 0.9)
-        return pos
-    layers = {}
-    for n in G.nodes:
-        layers.setdefault(depth[n], []).append(n)
-    for dep, ns in layers.items():
-        for i, n in enumerate(sorted(ns)):
-            pos[n] = (i - (len(ns) - 1) / 2, -dep)
-    return pos
+                top.append(n)
+    lo = min([depth[n] for n in depth] + [0])
+    for n in depth:
+        depth[n] -= lo
+    tree = {"nodes": [], "kids": {}}
+    for n, d in G.nodes(data=True):
+        if n in top:
+            continue
+        node = tree
+        for key in d.get("cluster", ()):
+            node = node["kids"].setdefault(key, {"nodes": [], "kids": {}})
+        node["nodes"].append(n)
+    index = {n: i for i, n in enumerate(G.nodes)}
+    pos, bands = {}, []
+    slot = 0.25
+
+    def first(node):
+        return min([index[n] for n in node["nodes"]] + [first(k) for k in node["kids"].values()] + [10 ** 9])
+
+    def place(node, x0, key, level):
+        # direct nodes and child clusters in definition order; runs of direct nodes form one band
+        items = [(first(kid), "kid", (k, kid)) for k, kid in node["kids"].items()]
+        kid_starts = sorted(i for i, _, _ in items)
+        runs = defaultdict(list)
+        for n in node["nodes"]:
+            # a static node that reads an axis goes after the axis clusters (its last/all reads)
+            late = key is None and any(G.nodes[p].get("axis") for p in G.predecessors(n)
+                                       if G.nodes[p]["kind"] != "param")
+            runs[10 ** 9 if late else sum(1 for k in kid_starts if k < index[n])].append(n)
+        for r, ns in runs.items():
+            items.append((min(index[n] for n in ns) if r != 10 ** 9 else r, "nodes", ns))
+        items.sort(key=lambda it: it[0])
+        x = x0
+        for _, what, it in items:
+            if what == "nodes":
+                byrow = defaultdict(list)
+                for n in it:
+                    byrow[depth[n]].append(n)
+                w = max(sum(boxes[n][0] + slot for n in ns) for ns in byrow.values())
+                for r, ns in sorted(byrow.items()):
+                    # order within a row by where what they read sits (barycenter), else definition
+                    def bary(n):
+                        ps = [pos[p][0] for p in G.predecessors(n) if p in pos and p != n]
+                        return (sum(ps) / len(ps) if ps else x + w / 2, index[n])
+                    ns.sort(key=bary)
+                    rw = sum(boxes[n][0] + slot for n in ns)
+                    cx = x + (w - rw) / 2
+                    for n in ns:
+                        pos[n] = (cx + (boxes[n][0] + slot) / 2, -depth[n] * ROW)
+                        cx += boxes[n][0] + slot
+                x += w
+            else:
+                k, kid = it
+                x = place(kid, x + 0.22, k, level + 1) + 0.22
+            x += 0.2
+        if key is not None:
+            bands.append((key, level, x0, x))
+        return x
+
+    right = place(tree, 0.0, None, 0)
+    if top:
+        want = {}
+        for p in top:
+            us = [pos[v][0] for v in G.successors(p) if v in pos]
+            want[p] = sum(us) / len(us) if us else right / 2
+        ordered = sorted(top, key=lambda p: want[p])
+        xs = _spread([want[p] for p in ordered], [boxes[p][0] + 0.2 for p in ordered], 0.0, max(right, 1.0))
+        y = ROW * 1.6
+        for p, px in zip(ordered, xs):
+            pos[p] = (px, y)
+    return pos, bands
 
 
-def _draw_matplotlib(G, path: str, unrolled: bool, title: str):
+# ---------------------------------------------------------------- drawing (matplotlib)
+PARAM_PALETTE = ["#d68910", "#af601a", "#b7950b", "#ca6f1e", "#a04000", "#9a7d0a", "#dc7633", "#b9770e"]
+
+
+def _port(pos, boxes, n, side):
+    x, y = pos[n]
+    w, h = boxes[n]
+    return {"top": (x, y + h / 2), "bottom": (x, y - h / 2), "left": (x - w / 2, y), "right": (x + w / 2, y)}[side]
+
+
+def _clip(pos, boxes, n, toward):
+    """Where the segment from n's centre toward a point leaves n's box."""
+    x, y = pos[n]
+    w, h = boxes[n]
+    dx, dy = toward[0] - x, toward[1] - y
+    if dx == 0 and dy == 0:
+        return x, y
+    s = min(w / 2 / abs(dx) if dx else math.inf, h / 2 / abs(dy) if dy else math.inf)
+    return x + dx * min(s, 1.0), y + dy * min(s, 1.0)
+
+
+def _arc_mid(p, q, rad):
+    """The middle of matplotlib's arc3 curve from p to q (a quadratic Bezier)."""
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    return (p[0] + q[0]) / 2 + 0.5 * rad * dy, (p[1] + q[1]) / 2 - 0.5 * rad * dx
+
+
+def _draw(G, path: str, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyArrowPatch
-    pos = _positions(G, unrolled)
-    xs = [p[0] for p in pos.values()] or [0]
-    ys = [p[1] for p in pos.values()] or [0]
-    w = min(60, max(6, (max(xs) - min(xs)) * 0.9 + 3))
-    h = min(60, max(4, (max(ys) - min(ys)) * 0.8 + 2))
-    fig, ax = plt.subplots(figsize=(w, h))
-    for u, v, d in G.edges(data=True):
-        delayed = bool(d.get("delay"))
-        cross = d.get("mode") in ("last", "all", "first", "init")
-        rad = 0.35 if delayed else 0.0
-        if u == v:
-            rad = 1.2
-        arrow = FancyArrowPatch(pos[u], pos[v], arrowstyle="-|>", mutation_scale=9, shrinkA=14, shrinkB=14,
-                                connectionstyle=f"arc3,rad={rad}", lw=1.4 if delayed else 0.6,
-                                color="#c0392b" if delayed else "#2e86c1" if cross else "#777777",
-                                linestyle="--" if cross else "-", alpha=0.8)
-        ax.add_patch(arrow)
-        if d.get("label"):
-            mx, my = (pos[u][0] + pos[v][0]) / 2, (pos[u][1] + pos[v][1]) / 2
-            if delayed:      # beside the loop, not under a node
-                mx += 0.35 if u != v else 0.0
-                my += 0.0 if u != v else 0.45
-            ax.text(mx, my, d["label"], fontsize=7, color="#c0392b" if delayed else "#2e86c1", ha="center")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, PathPatch, Rectangle
+    from matplotlib.path import Path
+
+    unrolled = G.graph.get("view") == "unrolled"
+    boxes = _box_sizes(G)
+    if unrolled:
+        pos, info = _layout_unrolled(G, boxes)
+    else:
+        pos, bands = _layout_folded(G, boxes)
+    xs = [p[0] for p in pos.values()] or [0.0]
+    ys = [p[1] for p in pos.values()] or [0.0]
+    x0, x1 = min(xs) - 1.2, max(xs) + 1.2
+    y0, y1 = min(ys) - (1.75 if unrolled else 0.9), max(ys) + 0.9
+    ncol = max(1, min(9, int((x1 - x0) / 1.75)))     # legend columns that fit the width
+    y0 -= 0.25 * math.ceil(9 / ncol)
+    W, Hh = x1 - x0, y1 - y0
+    scale = min(1.0, 60.0 / W, 60.0 / Hh)          # keep huge graphs within a sane canvas
+    fig = plt.figure(figsize=(max(W * scale, 4.0), max(Hh * scale, 3.0)))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(x0, x0 + max(W, 4.0 / scale))
+    ax.set_ylim(y1 - max(Hh, 3.0 / scale), y1)
+    ax.axis("off")
+    fs = FONT * scale
+    Z_BG, Z_EDGE, Z_NODE, Z_LABEL = 0, 2, 5, 6
+
+    def arrow(p, q, color, lw=0.8, ls="-", rad=0.0, alpha=0.9, z=Z_EDGE, head=7):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=head * scale, lw=lw * scale, color=color,
+                                     linestyle=ls, alpha=alpha, shrinkA=0, shrinkB=0, zorder=z,
+                                     connectionstyle=f"arc3,rad={rad}"))
+
+    def curve(pts, color, lw=0.8, ls="-", alpha=0.9, z=Z_EDGE, head=7):
+        """Cubic Bezier through 4 control points, arrow at the end."""
+        ax.add_patch(PathPatch(Path(pts, [Path.MOVETO, Path.CURVE4, Path.CURVE4, Path.CURVE4]),
+                               fc="none", ec=color, lw=lw * scale, ls=ls, alpha=alpha, zorder=z))
+        q, p = pts[3], pts[2]
+        d = math.hypot(q[0] - p[0], q[1] - p[1]) or 1.0
+        tail = (q[0] - (q[0] - p[0]) / d * 0.06, q[1] - (q[1] - p[1]) / d * 0.06)
+        arrow(tail, q, color, lw, "-", 0.0, alpha, z, head)
+
+    def label(x, y, s, color="#555555", size=None, weight="normal"):
+        ax.text(x, y, s, fontsize=(size or FONT - 1.5) * scale, color=color, ha="center", va="center",
+                fontweight=weight, zorder=Z_LABEL,
+                bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.75))
+
+    # backgrounds: step columns (unrolled) or cluster bands (folded)
+    if unrolled:
+        ymin = min(ys) - 0.45
+        for i, c in enumerate(info["cols"]):
+            cx, w = info["xs"][c], info["colw"][c]
+            if i % 2 == 0 or c[1] is None:
+                ax.add_patch(Rectangle((cx - w / 2, ymin), w, ROW * 0.5 - ymin, fc="#f4f6f7", ec="none", zorder=Z_BG))
+            txt = "static" if c[1] is None else f"{c[0]}={c[1]}"
+            ax.text(cx, ymin - 0.15, txt, ha="center", va="top",
+                    fontsize=(FONT + 1) * scale, color="#2c3e50", fontweight="bold")
+        for axname in dict.fromkeys(c[0] for c in info["cols"] if c[1] is not None):
+            cs = [c for c in info["cols"] if c[0] == axname]
+            a, b = info["xs"][cs[0]] - info["colw"][cs[0]] / 2, info["xs"][cs[-1]] + info["colw"][cs[-1]] / 2
+            ax.annotate("", (b, ymin - 0.55), (a, ymin - 0.55),
+                        arrowprops=dict(arrowstyle="->", color="#7f8c8d", lw=1.0 * scale))
+            ax.text((a + b) / 2, ymin - 0.68, f"axis {axname}: time steps", ha="center", va="top",
+                    fontsize=FONT * scale, color="#7f8c8d")
+        params = [n for n, d in G.nodes(data=True) if d["kind"] == "param"]
+        if params:
+            py = [pos[p][1] for p in params]
+            ax.text(x0 + 0.1, (min(py) + max(py)) / 2, "shared\nparams", fontsize=FONT * scale, color="#b9770e",
+                    va="center", ha="left", fontweight="bold")
+    else:
+        maxlevel = max([lv for _, lv, _, _ in bands] + [0])
+        for key, level, a, b in sorted(bands, key=lambda t: t[1]):
+            members = [n for n, d in G.nodes(data=True) if key in d.get("cluster", ())]
+            if not members:
+                continue
+            pad = 0.12 * (maxlevel - level + 1)
+            top = max(pos[n][1] + boxes[n][1] / 2 for n in members) + pad + 0.18
+            bot = min(pos[n][1] - boxes[n][1] / 2 for n in members) - pad
+            isaxis = key.startswith("axis:")
+            ax.add_patch(FancyBboxPatch((a, bot), b - a, top - bot, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                        fc="#f4f6f7" if isaxis else "none", ec="#aab7b8" if isaxis else "#7f8c8d",
+                                        ls="-" if isaxis else "--", lw=0.9 * scale, zorder=Z_BG + 0.1 * level))
+            ax.text(a + 0.08, top - 0.04, f"axis {key[5:]}" if isaxis else key, ha="left", va="top",
+                    fontsize=(FONT + (1 if isaxis else 0)) * scale, color="#2c3e50" if isaxis else "#566573",
+                    fontweight="bold" if isaxis else "normal", zorder=Z_BG + 1)
+
+    # edges
+    pcolor = {p: PARAM_PALETTE[i % len(PARAM_PALETTE)]
+              for i, p in enumerate(n for n, d in G.nodes(data=True) if d["kind"] == "param")}
+    labelled = set()
+    occupied = defaultdict(set)            # unrolled: rows used in each column
+    if unrolled:
+        for n, c in info["col"].items():
+            occupied[c].add(info["row"][n])
+    lanes = defaultdict(list)
+    loops = defaultdict(int)
+    stacked = defaultdict(int)             # labels already placed at a reader (cross edges)
+    for u, v, k, d in _edges(G):
+        kind, tag = d["kind"], d.get("tag", "")
+        color = EDGE_COLORS[kind]
+        (ux, uy), (vx, vy) = pos[u], pos[v]
+        shape = d.get("shape", "")
+        if kind == "param":
+            p = _port(pos, boxes, u, "bottom")
+            q = _clip(pos, boxes, v, p)
+            arrow(p, q, pcolor[u], lw=0.6, alpha=0.45, z=Z_EDGE - 0.5, head=5)
+            continue
+        if u == v:                      # folded: a delay loop beside the node
+            i = loops[u]
+            loops[u] += 1
+            w, h = boxes[u]
+            r = 0.3 + 0.12 * (i // 2)
+            sgn = 1 if i % 2 == 0 else -1               # loops alternate right and left of the node
+            p, q = (ux + sgn * w / 2, uy + h * 0.25), (ux + sgn * w / 2, uy - h * 0.25)
+            curve([p, (p[0] + sgn * r, p[1] + r * 0.9), (q[0] + sgn * r, q[1] - r * 0.9), q], color, lw=1.3)
+            tx = ux + sgn * (w / 2 + r * 0.75 + 0.12)
+            label(tx, uy + 0.06, tag, color, FONT - 0.5, "bold")
+            if shape:
+                label(tx, uy - 0.1, shape, "#777777", FONT - 2.5)
+            continue
+        if unrolled and kind == "step" and info["col"][u] == info["col"][v]:
+            c = info["col"][u]
+            lo_, hi_ = sorted((info["row"][u], info["row"][v]))
+            if not any(lo_ < r < hi_ for r in occupied[c]):
+                p, q = _clip(pos, boxes, u, pos[v]), _clip(pos, boxes, v, pos[u])
+                arrow(p, q, color)
+                if shape:
+                    label((p[0] + q[0]) / 2 + 0.02, (p[1] + q[1]) / 2, shape)
+                continue
+            # around the nodes in between: a lane in the column's right gutter
+            lane = 0
+            while any(not (hi_ < a or lo_ > b) for a, b in lanes[(c, lane)]):
+                lane += 1
+            lanes[(c, lane)].append((lo_, hi_))
+            gx = info["xs"][c] + info["colw"][c] / 2 - 0.12 - 0.09 * lane
+            p, q = _port(pos, boxes, u, "right"), _port(pos, boxes, v, "right")
+            curve([p, (gx + 0.1, p[1]), (gx + 0.1, q[1]), q], color, lw=0.7, alpha=0.75)
+            continue
+        if unrolled and kind in ("cross", "init"):
+            # through the channel half a row above the reader, entering from its left
+            q = _port(pos, boxes, v, "left")
+            p = _port(pos, boxes, u, "bottom" if uy > vy else "top")
+            yc = vy + (ROW * 0.5 if uy > vy else -ROW * 0.5)
+            dx = q[0] - p[0]
+            curve([p, (p[0] + 0.25 * dx, yc), (q[0] - 0.3 * dx, yc), q], color, lw=0.7, ls="--", alpha=0.55)
+            srcs = [s for s in G.predecessors(v) if G.nodes[s]["name"] == G.nodes[u]["name"]]
+            if u == max(srcs, key=lambda s: pos[s][0]) and (G.nodes[u]["name"], G.nodes[v]["name"]) not in labelled:
+                labelled.add((G.nodes[u]["name"], G.nodes[v]["name"]))      # once per pair of names
+                k = stacked[v]
+                stacked[v] += 1
+                label(q[0] - 0.35, q[1] + 0.13 + 0.15 * k, f"{tag}({G.nodes[u]['label']}) {shape}", color, FONT - 1.5)
+            continue
+        if unrolled and kind == "delay":
+            span = abs(ux - vx)
+            one = min((w for w in info["colw"].values()), default=1.0) * 1.6
+            forward = vx > ux
+            p = _port(pos, boxes, u, "right" if forward else "left")
+            q = _port(pos, boxes, v, "left" if forward else "right")
+            if abs(uy - vy) > 1e-6 and span < one:          # a diagonal to the neighbouring step
+                p, q = _clip(pos, boxes, u, pos[v]), _clip(pos, boxes, v, pos[u])
+            # a step further than the next one: an arc over the row, a constant height above it
+            rad = -0.12 if span < one else -2 * 0.36 * ROW / max(math.hypot(q[0] - p[0], q[1] - p[1]), 1e-6)
+            arrow(p, q, color, lw=1.2, rad=rad)
+            if shape and (G.nodes[u]["name"], G.nodes[v]["name"], tag) not in labelled:
+                labelled.add((G.nodes[u]["name"], G.nodes[v]["name"], tag))
+                mx, my = _arc_mid(p, q, rad)
+                label(mx, my + (0.06 if forward else -0.06), f"{tag} {shape}" if span >= one else shape,
+                      color, FONT - 2)
+            continue
+        # folded edges, and unrolled static edges
+        p, q = _clip(pos, boxes, u, pos[v]), _clip(pos, boxes, v, pos[u])
+        if kind == "delay":            # a back-edge: an arc that stands clear of a short straight path
+            rad = min(1.2, max(0.45, 0.6 / max(math.hypot(q[0] - p[0], q[1] - p[1]), 1e-6)))
+            arrow(p, q, color, lw=1.3, rad=rad)
+            label(*_arc_mid(p, q, rad), tag + (f"\n{shape}" if shape else ""), color, FONT - 1)
+            continue
+        dashed = kind in ("cross", "init")
+        rad = 0.12 if abs(uy - vy) > ROW * 1.5 else 0.0
+        arrow(p, q, color, lw=0.8, ls="--" if dashed else "-", rad=rad)
+        text = (tag + " " if tag else "") + shape
+        if text and not unrolled:
+            label(*_arc_mid(p, q, rad), text, color if dashed else "#555555")
+    # nodes
     for n, d in G.nodes(data=True):
         x, y = pos[n]
-        box = "round,pad=0.3" if d["kind"] != "param" else "square,pad=0.3"
-        ax.text(x, y, d["label"].replace("\\n", "\n"), ha="center", va="center", fontsize=7,
-                bbox=dict(boxstyle=box, fc=COLORS[d["kind"]], ec="#444444", lw=0.6,
-                          ls="--" if d["kind"] == "param" else "-"))
-    ax.set_xlim(min(xs) - 1.5, max(xs) + 1.5)
-    ax.set_ylim(min(ys) - 1, max(ys) + 1)
-    ax.set_title(title)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        w, h = boxes[n]
+        fill, border = NODE_COLORS[d["kind"]]
+        style = {"param": "square,pad=0", "input": f"round,pad=0,rounding_size={h / 2:.3f}"}.get(
+            d["kind"], "round,pad=0,rounding_size=0.06")
+        if d["kind"] == "param":        # a shadow: one copy shared by every step
+            ax.add_patch(FancyBboxPatch((x - w / 2 + 0.035, y - h / 2 - 0.035), w, h, boxstyle=style, fc=border,
+                                        ec="none", alpha=0.5, zorder=Z_NODE - 0.1))
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle=style, fc=fill, ec=border,
+                                    lw=(1.6 if d["kind"] == "loss" else 0.8) * scale,
+                                    ls="--" if d["kind"] == "inter" else "-", zorder=Z_NODE))
+        ax.text(x, y, d["label"], ha="center", va="center", fontsize=fs, zorder=Z_LABEL,
+                fontstyle="italic" if d["kind"] == "inter" else "normal")
+    # legend
+    handles = [Line2D([], [], color=EDGE_COLORS["step"], lw=1, label="same step"),
+               Line2D([], [], color=EDGE_COLORS["delay"], lw=1.5, label="delay (other step)"),
+               Line2D([], [], color=EDGE_COLORS["cross"], lw=1, ls="--", label="across axes (last/all/init)"),
+               Line2D([], [], color=EDGE_COLORS["param"], lw=1, label="param (one copy, shared)")]
+    if not any(d["kind"] == "param" for _, d in G.nodes(data=True)):
+        handles.pop()
+    for kind, text in (("input", "input"), ("param", "param"), ("inter", "intermediate"), ("loss", "loss"),
+                       ("output", "output")):
+        if any(d["kind"] == kind for _, d in G.nodes(data=True)):
+            handles.append(Rectangle((0, 0), 1, 1, fc=NODE_COLORS[kind][0], ec=NODE_COLORS[kind][1], label=text))
+    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 0.0), fontsize=FONT * scale, frameon=False,
+               ncol=ncol, borderaxespad=0.3, handlelength=1.6)
+    ax.text(x0 + 0.1, y1 - 0.1, title or G.graph.get("title") or G.graph.get("name", ""), ha="left", va="top",
+            fontsize=(FONT + 4) * scale, fontweight="bold", color="#17202a")
+    fig.savefig(path, dpi=110 if path.endswith(".png") else 72)
     plt.close(fig)
 
 
-def render(G, path: str, unrolled: bool = False, title: str = ""):
-    """Write G (a folded or unrolled graph) to .dot, .svg or .png."""
+def _edges(G):
+    """(u, v, key, data), param edges first (drawn underneath)."""
+    if G.is_multigraph():
+        es = list(G.edges(keys=True, data=True))
+    else:
+        es = [(u, v, 0, d) for u, v, d in G.edges(data=True)]
+    return sorted(es, key=lambda e: e[3]["kind"] != "param")
+
+
+# ---------------------------------------------------------------- entry points
+def render(dot_or_graph, path: str, title: Optional[str] = None) -> str:
+    """Write a picture to path: .dot (the DOT text), .svg or .png (the system Graphviz `dot` when
+    it is on PATH, else our own layered layout drawn with matplotlib; also when `dot` fails).
+    dot_or_graph: DOT text from folded_dot/unrolled_dot/to_dot, a graph from folded_graph/
+    unrolled_graph, or a graphspec Graph (drawn folded). Returns path."""
     ext = os.path.splitext(path)[1].lower()
-    dot = to_dot(G, title or "model", rankdir="LR" if unrolled else "TB", time_ranks=unrolled)
-    if ext == ".dot":
-        with open(path, "w") as f:
-            f.write(dot)
-        return
-    if ext not in (".svg", ".png"):
+    if ext not in (".dot", ".gv", ".svg", ".png"):
         raise ValueError(f"cannot write {path}: use .svg, .png or .dot")
+    if isinstance(dot_or_graph, Graph):
+        dot_or_graph = folded_graph(dot_or_graph)
+    if isinstance(dot_or_graph, str):
+        text, G = dot_or_graph, None
+    else:
+        G = dot_or_graph
+        text = to_dot(G, title)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if ext in (".dot", ".gv"):
+        with open(path, "w") as f:
+            f.write(text)
+        return path
     exe = shutil.which("dot")
     if exe:
-        subprocess.run([exe, f"-T{ext[1:]}", "-o", path], input=dot, text=True, check=True)
-        return
-    _draw_matplotlib(G, path, unrolled, title)
+        r = subprocess.run([exe, f"-T{ext[1:]}", "-o", path], input=text, text=True, capture_output=True)
+        if r.returncode == 0 and os.path.exists(path) and os.path.getsize(path) > 0:
+            return path
+    if G is None:
+        G = graph_from_dot(text)
+    _draw(G, path, title or G.graph.get("title", ""))
+    return path
 
 
-def viz(spec_path: str, out_path: str, unroll_len: Optional[int] = None, bind: Optional[dict] = None,
-        params: bool = True, **kw) -> dict:
-    """Draw a spec: folded, or unrolled with every axis at length unroll_len."""
+def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optional[dict] = None, *,
+        params: bool = True, blocks: Optional[bool] = None, masks: bool = False,
+        unroll_len: Optional[int] = None) -> dict:
+    """Draw a spec: the folded step graph when unroll is None, else the graph unrolled with every
+    axis at length `unroll`. Sizes the data fixes (dims declared `data`) are bound to 20 unless
+    `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
+    instance into its output node (default: yes unrolled, no folded); masks=True also draws the
+    padding masks. Returns {"nodes": n, "edges": m} of the drawn graph."""
     from .spec import load
-    unroll_len = kw.get("unroll", unroll_len)
+    n = unroll if unroll is not None else unroll_len
     g0 = load(spec_path)
-    bind = dict(bind or {})
-    for k, v in g0.dims.items():
-        if isinstance(v, str):
-            bind.setdefault(k, 20)
-    g = load(spec_path, bind=bind) if bind else g0
-    if unroll_len:
-        G = unrolled_graph(g, {a: unroll_len for a in g.axes}, params)
-        render(G, out_path, unrolled=True, title=f"{g.name}, unrolled over {unroll_len} steps")
+    free = {k: 20 for k, v in g0.dims.items() if isinstance(v, str)}
+    free.update(bind or {})
+    g = load(spec_path, bind=free) if free else g0
+    if n:
+        G = unrolled_graph(g, {a: int(n) for a in g.axes}, params=params,
+                           blocks=True if blocks is None else blocks, masks=masks)
+        title = f"{g.name} unrolled ({', '.join(f'{a}={n}' for a in g.axes) or 'no time axis'})"
     else:
-        G = folded_graph(g)
-        render(G, out_path, unrolled=False, title=f"{g.name} (folded: red edges read earlier steps)")
+        G = folded_graph(g, blocks=bool(blocks), masks=masks, params=params)
+        title = f"{g.name} (folded: red edges read other steps)"
+    render(G, out_path, title)
     return {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}

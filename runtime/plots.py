@@ -1,12 +1,23 @@
 """Pictures of a training run: loss and metric curves, the gradient norm ||dL/dh(t)|| over time
 steps and training (the vanishing/exploding picture), attention maps, and the eigenvalues of the
-recurrent weight matrices. numpy and matplotlib only (no numba)."""
+recurrent weight matrices. numpy and matplotlib (Agg) only: no numba, nothing compiled.
+
+A run directory holds metrics.jsonl (train lines: step, loss, grad_norm, lr, time and sometimes
+grad_norm_t; validation lines: "split": "valid", step, loss and some of ppl, acc, seq_acc, mse,
+free_acc, free_seq_acc), gradnorm.npy ([rows, 1+T]: the step, then ||dL/dh(t)|| per t, NaN padded),
+perhaps attention.npz (weights [T_tgt, T_src], src and tgt tokens) and last.npz (param/NAME).
+"""
 from __future__ import annotations
 
 import json
+import math
 import os
+from typing import Optional
 
 import numpy as np
+
+VALID_METRICS = ("ppl", "acc", "seq_acc", "free_acc", "free_seq_acc", "mse")
+RECURRENT_NAMES = ("W", "R", "R_n", "W_m", "W_s", "S")     # S: the skip matrix of deep_transition_skip
 
 
 def _plt():
@@ -16,7 +27,15 @@ def _plt():
     return plt
 
 
+def _save(fig, out: str) -> str:
+    fig.savefig(out, dpi=100)
+    _plt().close(fig)
+    return out
+
+
+# ---------------------------------------------------------------- metrics
 def read_metrics(run_dir: str):
+    """(train records, validation records) from metrics.jsonl; unreadable lines are skipped."""
     train, valid = [], []
     path = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(path):
@@ -26,149 +45,251 @@ def read_metrics(run_dir: str):
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                (valid if rec.get("split") == "valid" else train).append(rec)
+                if isinstance(rec, dict) and "step" in rec:
+                    (valid if rec.get("split") == "valid" else train).append(rec)
     return train, valid
 
 
-def plot_curves(run_dir: str, out: str) -> str:
-    plt = _plt()
-    train, valid = read_metrics(run_dir)
-    metrics = [k for k in ("ppl", "acc", "seq_acc", "free_acc", "free_seq_acc", "mse") if any(k in v for v in valid)]
-    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(12 if metrics else 7, 4.5), squeeze=False)
-    ax = axes[0, 0]
-    if train:
-        s = np.array([r["step"] for r in train])
-        loss = np.array([r["loss"] for r in train])
-        ax.plot(s, loss, color="#bbbbbb", lw=0.7, label="train")
-        k = max(1, len(loss) // 50)
-        if len(loss) > k:
-            smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-            ax.plot(s[k - 1:], smooth, color="#1f77b4", label=f"train (mean of {k})")
-    if valid:
-        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", color="#d62728", label="validation")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log" if train and min(r["loss"] for r in train) > 0 else "linear")
-    ax.set_title("loss")
-    ax.legend()
-    if metrics:
-        ax = axes[0, 1]
-        for m in metrics:
-            ax.plot([r["step"] for r in valid if m in r], [r[m] for r in valid if m in r], "o-", label=m)
-        ax.set_xlabel("training step")
-        ax.set_title("validation metrics")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+def _series(recs, key):
+    pts = [(r["step"], r[key]) for r in recs if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    s, v = zip(*pts)
+    return np.asarray(s, float), np.asarray(v, float)
+
+
+def smooth(y: np.ndarray, k: Optional[int] = None) -> np.ndarray:
+    """Exponential moving average with bias correction (span about len/25, at least 1)."""
+    if len(y) == 0:
+        return y
+    k = k or max(1, len(y) // 25)
+    a = 2.0 / (k + 1)
+    out, m, w = np.empty(len(y)), 0.0, 0.0
+    for i, v in enumerate(y):
+        m = (1 - a) * m + a * v
+        w = (1 - a) * w + a
+        out[i] = m / w
     return out
 
 
-def plot_gradnorm(run_dir: str, out: str):
-    path = os.path.join(run_dir, "gradnorm.npy")
-    if not os.path.exists(path):
-        return None
-    arr = np.load(path)
-    if arr.size == 0:
+def plot_curves(run_dir: str, out: str) -> Optional[str]:
+    """Loss (train, smoothed, validation), then one panel per validation metric, the gradient
+    norm and the learning rate when logged."""
+    train, valid = read_metrics(run_dir)
+    if not train and not valid:
         return None
     plt = _plt()
-    steps, norms = arr[:, 0], arr[:, 1:]
-    logn = np.log10(np.where(norms > 0, norms, np.nan))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    im = a.imshow(logn, aspect="auto", origin="lower", cmap="magma",
-                  extent=[-0.5, norms.shape[1] - 0.5, steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1])
+    panels = ["loss"] + [m for m in VALID_METRICS if any(m in v for v in valid)]
+    panels += [k for k in ("grad_norm", "lr") if any(k in r for r in train)]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), panels):
+        if name == "loss":
+            s, y = _series(train, "loss")
+            if len(s):
+                ax.plot(s, y, color="#bbbbbb", lw=0.7, label="train")
+                ax.plot(s, smooth(y), color="#1f77b4", lw=1.5, label="train (smoothed)")
+            vs, vy = _series(valid, "loss")
+            if len(vs):
+                ax.plot(vs, vy, "o-", color="#d62728", ms=3, label="validation")
+            allv = np.concatenate([y, vy])
+            if len(allv) and (allv > 0).all() and allv.max() / allv.min() > 20:
+                ax.set_yscale("log")
+            ax.set_title("loss")
+            ax.set_ylabel("loss")
+        elif name in VALID_METRICS:
+            vs, vy = _series(valid, name)
+            ax.plot(vs, vy, "o-", ms=3, color="#2ca02c")
+            if name == "ppl" and len(vy) and (vy > 0).all() and vy.max() / vy.min() > 20:
+                ax.set_yscale("log")
+            ax.set_title(f"validation {name}")
+            ax.set_ylabel(name)
+        else:
+            s, y = _series(train, name)
+            ax.plot(s, y, color="#bbbbbb" if name == "grad_norm" else "#9467bd", lw=0.7, label=name)
+            if name == "grad_norm" and len(y):
+                ax.plot(s, smooth(y), color="#ff7f0e", lw=1.3, label="smoothed")
+                if (y > 0).all():
+                    ax.set_yscale("log")
+            ax.set_title("gradient norm (before clipping)" if name == "grad_norm" else "learning rate")
+            ax.set_ylabel("||grad||" if name == "grad_norm" else "lr")
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(f"training curves: {os.path.basename(os.path.abspath(run_dir))}")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------- gradient norm over time steps
+def read_gradnorm(run_dir: str):
+    """(steps [R], norms [R, T]) from gradnorm.npy, else from the grad_norm_t of metrics.jsonl;
+    None when neither has any."""
+    path = os.path.join(run_dir, "gradnorm.npy")
+    if os.path.exists(path):
+        arr = np.asarray(np.load(path), float)
+        if arr.ndim == 2 and arr.shape[0] and arr.shape[1] > 1:
+            return arr[:, 0], arr[:, 1:]
+    train, _ = read_metrics(run_dir)
+    rows = [(r["step"], r["grad_norm_t"]) for r in train if isinstance(r.get("grad_norm_t"), list) and r["grad_norm_t"]]
+    if not rows:
+        return None
+    T = max(len(g) for _, g in rows)
+    norms = np.full((len(rows), T), np.nan)
+    for i, (_, g) in enumerate(rows):
+        norms[i, :len(g)] = np.asarray(g, float)
+    return np.asarray([s for s, _ in rows], float), norms
+
+
+def _edges(c: np.ndarray) -> np.ndarray:
+    """Cell edges around centres c (for pcolormesh with uneven steps)."""
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
+    got = read_gradnorm(run_dir)
+    if got is None:
+        return None
+    steps, norms = got
+    order = np.argsort(steps, kind="stable")
+    steps, norms = steps[order], norms[order]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logn = np.where(norms > 0, np.log10(norms), np.nan)
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    T = norms.shape[1]
+    finite = logn[np.isfinite(logn)]
+    if finite.size:
+        im = a.pcolormesh(np.arange(T + 1) - 0.5, _edges(steps), np.ma.masked_invalid(logn), cmap="magma",
+                          shading="flat", vmin=finite.min(), vmax=finite.max() if finite.max() > finite.min() else None)
+        fig.colorbar(im, ax=a, label="log10 ||dL/dh(t)||")
     a.set_xlabel("time step t")
     a.set_ylabel("training step")
     a.set_title("log10 ||dL/dh(t)||: how much gradient reaches each step")
-    fig.colorbar(im, ax=a)
-    for i, lab in ((0, "first logged step"), (-1, "last logged step")):
-        b.semilogy(np.arange(norms.shape[1]), norms[i], label=f"{lab} ({int(steps[i])})")
+    for i, lab, color in ((0, "first logged step", "#1f77b4"), (len(steps) - 1, "last logged step", "#d62728")):
+        y = norms[i]
+        ok = np.isfinite(y) & (y > 0)
+        if ok.any():
+            b.semilogy(np.arange(T)[ok], y[ok], "o-", ms=3, color=color, label=f"{lab} ({int(steps[i])})")
     b.set_xlabel("time step t")
     b.set_ylabel("||dL/dh(t)||")
-    b.set_title("gradient norm over time")
-    b.legend()
+    b.set_title("gradient norm over time steps")
+    b.grid(alpha=0.3, which="both")
+    if b.get_legend_handles_labels()[0]:
+        b.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
-def plot_attention(run_dir: str, out: str):
+# ---------------------------------------------------------------- attention
+def plot_attention(run_dir: str, out: str) -> Optional[str]:
     path = os.path.join(run_dir, "attention.npz")
     if not os.path.exists(path):
         return None
+    with np.load(path, allow_pickle=False) as z:
+        w = np.atleast_2d(np.asarray(z["weights"], float))
+        src = [str(s) for s in z["src"]] if "src" in z.files else []
+        tgt = [str(t) for t in z["tgt"]] if "tgt" in z.files else []
+    if w.ndim > 2:
+        w = w.reshape(w.shape[0], -1)
+    nt, ns = min(len(tgt), w.shape[0]) or w.shape[0], min(len(src), w.shape[1]) or w.shape[1]
+    w = w[:nt, :ns]
+    show = lambda s: repr(s)[1:-1] if s.strip() else repr(s)      # noqa: E731  (spaces, newlines visible)
     plt = _plt()
-    z = np.load(path, allow_pickle=False)
-    w, src, tgt = z["weights"], [str(s) for s in z["src"]], [str(t) for t in z["tgt"]]
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(src) + 2), max(3, 0.45 * len(tgt) + 1.5)))
-    ax.imshow(w[:len(tgt), :len(src)], cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(src)), [repr(s)[1:-1] for s in src])
-    ax.set_yticks(range(len(tgt)), [repr(t)[1:-1] for t in tgt])
-    ax.set_xlabel("source (encoder steps)")
-    ax.set_ylabel("target (decoder steps)")
-    ax.set_title("attention weights")
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.42 * ns + 2.5), max(3.5, 0.42 * nt + 2)))
+    im = ax.imshow(w, cmap="Blues", vmin=0, vmax=max(1.0, float(np.nanmax(w)) if w.size else 1.0), aspect="auto")
+    fig.colorbar(im, ax=ax, label="attention weight")
+    if src:
+        ax.set_xticks(range(ns), [show(s) for s in src[:ns]], rotation=90 if max(map(len, src)) > 2 else 0)
+    if tgt:
+        ax.set_yticks(range(nt), [show(t) for t in tgt[:nt]])
+    ax.set_xlabel("source token (encoder step)")
+    ax.set_ylabel("output token (decoder step)")
+    ax.set_title("attention: where each decoder step looks")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
+# ---------------------------------------------------------------- eigenvalues of recurrent weights
 def recurrent_matrices(params: dict) -> dict:
-    """H x H blocks of the params that multiply a recurrent state: square matrices and the
-    stacked-gate [k*H, H] matrices of lstm/gru blocks (names W, R, R_n, W_m, W_s, S)."""
+    """The H x H blocks of the params that multiply a recurrent state: params whose name ends in
+    W, R, R_n, W_m, W_s (or S) with shape [k*H, H], k in 1..4 (stacked gates of lstm/gru blocks give
+    one block per gate, NAME[i]). A W counts only when square: the stacked input weights of the
+    lstm/gru blocks are also called W."""
     out = {}
     for name, p in params.items():
-        if p.ndim != 2:
+        p = np.asarray(p)
+        if p.ndim != 2 or p.shape[1] == 0:
             continue
         rows, cols = p.shape
         base = name.rsplit(".", 1)[-1]
-        if base not in ("W", "R", "R_n", "W_m", "W_s", "S") or rows % cols or rows // cols > 4:
+        if base not in RECURRENT_NAMES or rows % cols or not 1 <= rows // cols <= 4:
             continue
         if base == "W" and rows != cols:
             continue
-        for k in range(rows // cols):
-            out[f"{name}[{k}]" if rows > cols else name] = p[k * cols:(k + 1) * cols]
+        k = rows // cols
+        for i in range(k):
+            out[f"{name}[{i}]" if k > 1 else name] = p[i * cols:(i + 1) * cols]
     return out
 
 
-def plot_eigen(run_dir: str, out: str):
+def read_params(path: str) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k[len("param/"):]: np.asarray(z[k]) for k in z.files if k.startswith("param/")}
+
+
+def plot_eigen(run_dir: str, out: str) -> Optional[str]:
     path = os.path.join(run_dir, "last.npz")
     if not os.path.exists(path):
         return None
-    with np.load(path, allow_pickle=False) as z:
-        params = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
-    mats = recurrent_matrices(params)
+    mats = recurrent_matrices(read_params(path))
     if not mats:
         return None
     plt = _plt()
     n = len(mats)
     cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * rows), squeeze=False)
-    th = np.linspace(0, 2 * np.pi, 200)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.9 * rows), squeeze=False)
+    th = np.linspace(0, 2 * np.pi, 256)
     for ax, (name, m) in zip(axes.ravel(), mats.items()):
-        ev = np.linalg.eigvals(m.astype(np.float64))
-        ax.plot(np.cos(th), np.sin(th), color="#999999", lw=0.8)
-        ax.scatter(ev.real, ev.imag, s=8)
+        m = np.asarray(m, np.float64)
+        ev = np.linalg.eigvals(m) if np.isfinite(m).all() else np.array([np.nan])
+        rho = float(np.nanmax(np.abs(ev))) if np.isfinite(ev).any() else float("nan")
+        ax.plot(np.cos(th), np.sin(th), color="#999999", lw=0.8, label="|lambda| = 1")
+        ax.scatter(ev.real, ev.imag, s=10, color="#d62728" if rho > 1 else "#1f77b4", zorder=3, label="eigenvalues")
+        lim = max(1.15, rho * 1.1 if math.isfinite(rho) else 1.15)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-        ax.set_title(f"{name}: spectral radius {np.abs(ev).max():.2f}", fontsize=9)
-        ax.set_xlabel("Re")
-        ax.set_ylabel("Im")
+        ax.axhline(0, color="#dddddd", lw=0.6, zorder=0)
+        ax.axvline(0, color="#dddddd", lw=0.6, zorder=0)
+        ax.set_title(f"{name} ({m.shape[0]}x{m.shape[1]}): spectral radius {rho:.3f}", fontsize=9)
+        ax.set_xlabel("Re(lambda)")
+        ax.set_ylabel("Im(lambda)")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.suptitle("eigenvalues of recurrent weights (unit circle: |lambda| = 1)")
+    fig.suptitle("eigenvalues of the recurrent weights (outside the unit circle: growth along that direction)")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
-def plot_run(run_dir: str, out_dir=None) -> list:
-    out_dir = out_dir or run_dir
+# ---------------------------------------------------------------- all of them
+def plot_run(run_dir: str, out_dir: Optional[str] = None) -> list:
+    """Draw every picture the run directory has data for; the PNG files written, in order:
+    curves.png, gradnorm.png, attention.png, eigen.png."""
+    out_dir = str(out_dir or run_dir)
     os.makedirs(out_dir, exist_ok=True)
-    written = [plot_curves(run_dir, os.path.join(out_dir, "curves.png"))]
-    for fn, name in ((plot_gradnorm, "gradnorm.png"), (plot_attention, "attention.png"), (plot_eigen, "eigen.png")):
-        p = fn(run_dir, os.path.join(out_dir, name))
+    written = []
+    for fn, name in ((plot_curves, "curves.png"), (plot_gradnorm, "gradnorm.png"),
+                     (plot_attention, "attention.png"), (plot_eigen, "eigen.png")):
+        p = fn(str(run_dir), os.path.join(out_dir, name))
         if p:
             written.append(p)
     return written
