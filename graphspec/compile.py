@@ -35,6 +35,7 @@ DEFAULT_TABLES = {"tree": lambda V: (V, 1 + 2 * 40), "unigram": lambda V: (100_0
 
 
 STDLIB_LSTM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blocks", "lstm.yaml")
+STDLIB_GRU_AFTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blocks", "gru_after.yaml")
 
 
 def compile_graph(g: Graph, lengths: Optional[dict] = None, batch: int = 1, training: bool = True,
@@ -61,7 +62,7 @@ class _Compiler:
     # ------------------------------------------------------------ passes
     def run(self) -> Plan:
         self._lastof()
-        self.stats["fused lstm cells"] = 0
+        self.stats["fused lstm cells"] = self.stats["fused gru cells"] = 0
         if self.fuse:
             self._fuse_lstm()
         self._dce()
@@ -105,6 +106,29 @@ class _Compiler:
             h.op, h.args, h.attrs = "take", [Operand(cell.name)], {"col": H, "width": H}
             count += 1
         self.stats["fused lstm cells"] = count
+        self._fuse_gru()
+
+    def _fuse_gru(self):
+        """Instances of the standard gru_after block (torch's variant): its ~12 elementwise
+        nodes and 6 takes per step become one gru_cell kernel."""
+        g = self.g
+        count = 0
+        for prefix, path in g.instances.items():
+            try:
+                if not os.path.samefile(path, STDLIB_GRU_AFTER):
+                    continue
+            except OSError:
+                continue
+            a, c, h = (g.nodes.get(prefix + x) for x in ("a", "c", "h"))
+            if a is None or c is None or h is None or h.op != "add" or h.axis is None:
+                continue
+            reads = [x for n in g.nodes.values() if n.name.startswith(prefix + "h#") for x in n.args
+                     if x.node == h.name and x.mode == "step" and x.delay]
+            if len(reads) != 1:
+                continue
+            h.op, h.args, h.attrs = "gru_cell", [Operand(a.name), Operand(c.name), reads[0]], {}
+            count += 1
+        self.stats["fused gru cells"] = count
 
     def _dce(self):
         g = self.g

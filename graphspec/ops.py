@@ -307,6 +307,21 @@ def _lstm_cell(ts, at):
     return Ty(2 * sp.feat if sp.feat != ANY else ANY)
 
 
+@op("gru_cell", "fff")
+def _gru_cell(ts, at):
+    """The reset-after GRU block's elementwise part, fused (compile.py substitutes it for the
+    stdlib gru_after block; tests check it against the block). a = W x + b and c = R h(t-1) + b_R,
+    each [r, u, n]; hp = h(t-1):  r = sigmoid(a_r + c_r), u = sigmoid(a_u + c_u),
+    n = tanh(a_n + r c_n), h = (1 - u) n + u hp.
+    backward: gn = dh (1 - u); gz_n = gn (1 - n^2): da_n += gz_n, dc_n += gz_n r;
+    gz_r = gz_n c_n r (1 - r): da_r, dc_r += gz_r; gz_u = dh (hp - n) u (1 - u): da_u, dc_u += gz_u;
+    dhp += dh u."""
+    a, c, hp = ts
+    _need(a.feat == ANY or hp.feat == ANY or a.feat == 3 * hp.feat,
+          f"gru_cell: gates {a} must be 3 times the state {hp}")
+    return Ty(hp.feat)
+
+
 # ---------------------------------------------------------------- decoding (no gradient)
 @op("argmax", "f", out="i", grad=False)
 def _argmax(ts, at):

@@ -84,3 +84,26 @@ def test_fused_lstm_cell_matches_the_lstm_block():
     gf, gb = fused.grads(), block.grads()
     for k in gf:
         np.testing.assert_allclose(gf[k], gb[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_fused_gru_cell_matches_the_gru_after_block():
+    import numpy as np
+    from runtime.model import Model
+    spec = "bench/specs/seq2seq_attention.yaml"     # bidirectional gru_after encoder, padded, + lstm decoder
+    bind = {"V_src": 9, "V_tgt": 7, "H": 3, "H2": 6, "D": 4}
+    rng = np.random.default_rng(1)
+    S, T, B = 5, 4, 3
+    batch = {"x": rng.integers(0, 9, (S, B)), "x_mask": (np.arange(S)[:, None] < np.array([5, 3, 2])).astype(float),
+             "y": rng.integers(0, 7, (T, B)), "y_mask": (np.arange(T)[:, None] < np.array([4, 4, 2])).astype(float)}
+    fused, block = (Model(spec, bind=bind, dtype=np.float64, seed=2, fuse=f) for f in (True, False))
+    fused.params[:] += rng.normal(0, 0.5, fused.params.shape)
+    block.set_params(fused.get_params())
+    lf, lb = fused.forward(batch), block.forward(batch)
+    stats = fused.current.plan.stats
+    assert (stats["fused gru cells"], stats["fused lstm cells"]) == (2, 1)
+    np.testing.assert_allclose(lf, lb, rtol=1e-12)
+    fused.backward()
+    block.backward()
+    gf, gb = fused.grads(), block.grads()
+    for k in gf:
+        np.testing.assert_allclose(gf[k], gb[k], rtol=1e-9, atol=1e-12, err_msg=k)

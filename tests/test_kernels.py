@@ -52,6 +52,7 @@ CASES = {
     "tsoftmax": lambda: ([f(S * B, 1), np.array([[1.0], [1], [1], [0], [1], [0]])], (S * B, 1), {"batch": B}),
     "tsum": lambda: ([f(S * B, 1), f(S * B, C)], (B, C), {}),
     "lstm_cell": lambda: ([f(R, 4 * C), f(R, C)], (R, 2 * C), {}),
+    "gru_cell": lambda: ([f(R, 3 * C), f(R, 3 * C), f(R, C)], (R, C), {}),
     "lastof": lambda: ([f(S * B, C), np.array([[1.0], [1], [1], [0], [0], [0]])], (B, C), {}),
     "argmax": lambda: ([f(R, V)], (R, 1), {}),
     "sample": lambda: ([f(R, V)], (R, 1), {"temperature": 1.0}),

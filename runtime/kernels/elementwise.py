@@ -333,3 +333,45 @@ def lstm_cell_bwd(z, sp, out, gout, gz, gsp, need):
                 gz[r, 3 * H + j] += gh * ts * q * (one - q)
             if need & 2:
                 gsp[r, j] += gs * f
+
+
+# ---------------------------------------------------------------- fused GRU cell (reset after)
+@jit
+def gru_cell_fwd(a, c, hp, out):
+    """h = (1 - u) n + u hp, r = sigmoid(a_r + c_r), u = sigmoid(a_u + c_u), n = tanh(a_n + r c_n)."""
+    B, H = hp.shape
+    half, one = const(out, 0.5), const(out, 1.0)
+    for b in range(B):
+        ar, cr, hr, o = a[b], c[b], hp[b], out[b]
+        for j in range(H):
+            r = half + half * fast_tanh(half * (ar[j] + cr[j]))
+            u = half + half * fast_tanh(half * (ar[H + j] + cr[H + j]))
+            n = fast_tanh(ar[2 * H + j] + r * cr[2 * H + j])
+            o[j] = (one - u) * n + u * hr[j]
+
+
+@jit
+def gru_cell_bwd(a, c, hp, out, gout, ga, gc, ghp, need):
+    """Recomputes the gates from a, c and hp; see the registry for the maths."""
+    B, H = hp.shape
+    half, one = const(out, 0.5), const(out, 1.0)
+    for b in range(B):
+        ar, cr, hr, go = a[b], c[b], hp[b], gout[b]
+        for j in range(H):
+            r = half + half * fast_tanh(half * (ar[j] + cr[j]))
+            u = half + half * fast_tanh(half * (ar[H + j] + cr[H + j]))
+            n = fast_tanh(ar[2 * H + j] + r * cr[2 * H + j])
+            gh = go[j]
+            gzn = gh * (one - u) * (one - n * n)
+            gzr = gzn * cr[2 * H + j] * r * (one - r)
+            gzu = gh * (hr[j] - n) * u * (one - u)
+            if need & 1:
+                ga[b, j] += gzr
+                ga[b, H + j] += gzu
+                ga[b, 2 * H + j] += gzn
+            if need & 2:
+                gc[b, j] += gzr
+                gc[b, H + j] += gzu
+                gc[b, 2 * H + j] += gzn * r
+            if need & 4:
+                ghp[b, j] += gh * u
