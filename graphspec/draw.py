@@ -40,13 +40,7 @@ TAGGED = ("delay", "cross", "init")            # edge kinds whose folded picture
 
 # ---------------------------------------------------------------- folding to the user's level
 def _readers(g: Graph) -> dict:
-    out = defaultdict(set)
-    for n in g.nodes.values():
-        for a in n.args:
-            out[a.node].add(n.name)
-        if n.init is not None:
-            out[n.init.node].add(n.name)
-    return out
+    return defaultdict(set, {name: set(users) for name, users in g.consumers().items()})
 
 
 def _output_nodes(g: Graph) -> set:

@@ -81,7 +81,7 @@ def beam_search(model: Model, src_vocab, tgt_vocab, text: str, beam: int = 1, ma
         if len(done) >= beam or not hyps:
             break
     done += hyps
-    done.sort(key=lambda c: -c[1] / max(len(c[0]), 1) ** 0.0)
+    done.sort(key=lambda c: -c[1])
     return [("".join(tgt_vocab.decode(seq)), score) for seq, score in done[:beam]]
 
 

@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from .data import EOS, UserError, Vocab, pad_batch
+from .data import Vocab, pad_batch
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 
@@ -420,5 +420,3 @@ def get_task(name: str, **params) -> Task:
         raise ValueError(f"unknown task '{name}'{hint} (tasks: {', '.join(sorted(TASKS))})")
     return TASKS[name](**params)
 
-
-del EOS, UserError

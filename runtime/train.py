@@ -36,7 +36,6 @@ def spec_hash(path: str) -> str:
 
 
 def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None):
-    from . import data as D
     from . import tasks as T
     cfg = dict(g.data or {})
     if data_path:
@@ -46,12 +45,10 @@ def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = Non
     cfg.pop("task", None)
     if not name:
         raise UserError("the spec has no data.task and no --task/--data was given")
-    params = cfg
     try:
-        return T.get_task(name, **params)
+        return T.get_task(name, **cfg)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
-    del D
 
 
 def bind_dims(g, task) -> dict:
@@ -114,14 +111,12 @@ def round_lengths(batch: dict, model: Model, multiple: int = 8) -> dict:
 # ---------------------------------------------------------------- metrics
 def _loss_parts(model: Model):
     """(loss op, logits/prediction node, target node, mask node) of each loss."""
-    g = model.current.plan
     parts = []
     graph = model._graph("train")
     for name in graph.losses:
         n = graph.nodes[name]
         if n.op in ("cross_entropy", "mse"):
             parts.append((n.op, n.args[0].node, n.args[1].node, n.args[2].node if len(n.args) > 2 else None))
-    del g
     return parts
 
 

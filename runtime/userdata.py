@@ -3,8 +3,6 @@
 examples (or of the text) is the validation split."""
 from __future__ import annotations
 
-import numpy as np
-
 from .data import DataError, Vocab, load_pairs, pad_batch
 from .tasks import CharLM, Task, Words, rng_for
 
@@ -62,5 +60,3 @@ def user_task(path: str, g, cfg: dict) -> Task:
                         f"use more text or a smaller min_count")
     return task
 
-
-del np
