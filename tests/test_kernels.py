@@ -133,6 +133,43 @@ def test_float32_forward_matches_float64(name):
     np.testing.assert_allclose(o32, o64, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].grad and n != "dropout"])
+def test_float32_backward_matches_float64(name):
+    """The float32 kernels take other paths (polynomial tanh and exp, vectorised sums)."""
+    sig = REGISTRY[name]
+    ins, out_shape, attrs = CASES[name]()
+    gout = rng.normal(0, 1, out_shape)
+    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    grads = {}
+    for dtype in (np.float64, np.float32):
+        xs, out, a, scratch = run(name, ins, out_shape, attrs, dtype=dtype)
+        gs = [np.zeros_like(x) if d == "f" else np.zeros((1, 1), dtype) for x, d in zip(xs, sig.inputs)]
+        KERNELS[name][1](*xs, out, gout.astype(dtype), *gs, need, *a, *scratch)
+        grads[dtype] = gs
+    for g64, g32 in zip(grads[np.float64], grads[np.float32]):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
+
+
+def test_float32_exp_over_its_whole_range():
+    from runtime.kernels.vecmath import fast_exp
+    from runtime.jit import jit
+
+    @jit
+    def exp_all(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fast_exp(x[i])
+    x = np.concatenate([np.linspace(-100, 88.3, 400_001), [-np.inf, 0.0]]).astype(np.float32)
+    out = np.empty_like(x)
+    exp_all(x, out)
+    ref = np.exp(x.astype(np.float64))
+    normal = (x >= np.float32(-87.3)) & np.isfinite(x)
+    assert np.max(np.abs(out[normal] - ref[normal]) / ref[normal]) < 2e-7
+    assert np.all(out[x < -87.3] == 0) and out[-1] == 1.0
+    nan = np.array([np.nan], np.float32)
+    exp_all(nan, out[:1])
+    assert np.isnan(out[0])
+
+
 # ---------------------------------------------------------------- references from the equations
 def test_matmul_is_w_times_each_row():
     w, x = f(3, C), f(R, C)

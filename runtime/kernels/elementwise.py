@@ -4,48 +4,10 @@ Broadcasting: an operand with fewer rows than the output is read cyclically (row
 r % rows: a param row vector has 1 row; a per-sequence value has B rows against T*B time-major
 rows); an operand with one column broadcasts over columns. Backward sums over what broadcast.
 """
-import math
-
-import numba
 import numpy as np
-from numba.extending import overload
 
-from ..jit import OPTIONS, const, jit
-
-
-# ---------------------------------------------------------------- tanh
-def fast_tanh(x):
-    return math.tanh(x)
-
-
-@overload(fast_tanh, jit_options=dict(OPTIONS))
-def _fast_tanh(x):
-    """float64: libm's tanh (gradient checks). float32: a rational approximation (Eigen's),
-    max error ~1e-7, branch-free so loops vectorise; libm tanh costs ~25 ns per element."""
-    if x == numba.float32:
-        a1, a3, a5 = np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04), np.float32(1.48572235717979e-05)
-        a7, a9 = np.float32(5.12229709037114e-08), np.float32(-8.60467152213735e-11)
-        a11, a13 = np.float32(2.00018790482477e-13), np.float32(-2.76076847742355e-16)
-        b0, b2 = np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03)
-        b4, b6 = np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06)
-        lim = np.float32(7.90531110763549805)
-
-        def impl(x):
-            v = min(max(x, -lim), lim)
-            v2 = v * v
-            p = v2 * a13 + a11
-            p = v2 * p + a9
-            p = v2 * p + a7
-            p = v2 * p + a5
-            p = v2 * p + a3
-            p = v2 * p + a1
-            p = v * p
-            q = v2 * b6 + b4
-            q = v2 * q + b2
-            q = v2 * q + b0
-            return p / q
-        return impl
-    return lambda x: math.tanh(x)
+from ..jit import const, jit
+from .vecmath import fast_tanh
 
 
 # ---------------------------------------------------------------- add, sub, mul
@@ -313,9 +275,13 @@ def lstm_cell_fwd(z, sp, out):
 
 @jit
 def lstm_cell_bwd(z, sp, out, gout, gz, gsp, need):
-    """Recomputes the gates from z (cheaper than storing them); see the registry for the maths."""
+    """Recomputes the gates from z (cheaper than storing them); see the registry for the maths.
+    A row's gradients go to a local buffer first: written straight into G (which gout is also a
+    view of), the loop needs more runtime alias checks than LLVM will emit and stays scalar
+    (112 against 11 us at B=32, H=128)."""
     B, H = sp.shape
     half, one = const(out, 0.5), const(out, 1.0)
+    t = np.empty(5 * H, out.dtype)
     for r in range(B):
         zr, spr, o, go = z[r], sp[r], out[r], gout[r]
         for j in range(H):
@@ -326,13 +292,22 @@ def lstm_cell_bwd(z, sp, out, gout, gz, gsp, need):
             ts = fast_tanh(o[j])
             gh = go[H + j]
             gs = go[j] + gh * q * (one - ts * ts)
-            if need & 1:
-                gz[r, j] += gs * g * i * (one - i)
-                gz[r, H + j] += gs * spr[j] * f * (one - f)
-                gz[r, 2 * H + j] += gs * i * (one - g * g)
-                gz[r, 3 * H + j] += gh * ts * q * (one - q)
-            if need & 2:
-                gsp[r, j] += gs * f
+            t[j] = gs * g * i * (one - i)
+            t[H + j] = gs * spr[j] * f * (one - f)
+            t[2 * H + j] = gs * i * (one - g * g)
+            t[3 * H + j] = gh * ts * q * (one - q)
+            t[4 * H + j] = gs * f
+        if need & 1:
+            _add_row(gz[r], t, 0)
+        if need & 2:
+            _add_row(gsp[r], t, 4 * H)
+
+
+@jit
+def _add_row(dst, src, start):
+    """dst += src[start:start + len(dst)]"""
+    for j in range(dst.shape[0]):
+        dst[j] += src[start + j]
 
 
 # ---------------------------------------------------------------- fused GRU cell (reset after)
@@ -352,9 +327,11 @@ def gru_cell_fwd(a, c, hp, out):
 
 @jit
 def gru_cell_bwd(a, c, hp, out, gout, ga, gc, ghp, need):
-    """Recomputes the gates from a, c and hp; see the registry for the maths."""
+    """Recomputes the gates from a, c and hp; see the registry for the maths. A row's gradients
+    go to a local buffer first, as in lstm_cell_bwd."""
     B, H = hp.shape
     half, one = const(out, 0.5), const(out, 1.0)
+    t = np.empty(5 * H, out.dtype)
     for b in range(B):
         ar, cr, hr, go = a[b], c[b], hp[b], gout[b]
         for j in range(H):
@@ -363,15 +340,15 @@ def gru_cell_bwd(a, c, hp, out, gout, ga, gc, ghp, need):
             n = fast_tanh(ar[2 * H + j] + r * cr[2 * H + j])
             gh = go[j]
             gzn = gh * (one - u) * (one - n * n)
-            gzr = gzn * cr[2 * H + j] * r * (one - r)
-            gzu = gh * (hr[j] - n) * u * (one - u)
-            if need & 1:
-                ga[b, j] += gzr
-                ga[b, H + j] += gzu
-                ga[b, 2 * H + j] += gzn
-            if need & 2:
-                gc[b, j] += gzr
-                gc[b, H + j] += gzu
-                gc[b, 2 * H + j] += gzn * r
-            if need & 4:
-                ghp[b, j] += gh * u
+            t[j] = gzn * cr[2 * H + j] * r * (one - r)
+            t[H + j] = gh * (hr[j] - n) * u * (one - u)
+            t[2 * H + j] = gzn
+            t[3 * H + j] = gzn * r
+            t[4 * H + j] = gh * u
+        if need & 1:
+            _add_row(ga[b], t, 0)
+        if need & 2:
+            _add_row(gc[b, :2 * H], t, 0)
+            _add_row(gc[b, 2 * H:], t, 3 * H)
+        if need & 4:
+            _add_row(ghp[b], t, 4 * H)

@@ -4,18 +4,15 @@ A loss writes one scalar: the sum over rows of mask * loss, divided by norm (the
 summed over time steps, averaged over sequences)."""
 import math
 
-from ..jit import jit
+from ..jit import const, jit
+from .vecmath import dot_rows, exp_sum, fast_exp, row_max, row_sum
 
 
 @jit
 def _lse(x, r):
-    m = x[r, 0]
-    for j in range(1, x.shape[1]):
-        m = max(m, x[r, j])
-    s = 0.0
-    for j in range(x.shape[1]):
-        s += math.exp(x[r, j] - m)
-    return m + math.log(s)
+    """log sum_j exp(x[r, j]) in x's precision (shifted by the max: no overflow)."""
+    m = row_max(x, r)
+    return m + math.log(exp_sum(x, r, m))
 
 
 @jit
@@ -25,7 +22,7 @@ def softmax_fwd(x, out):
     for r in range(R):
         lse = _lse(x, r)
         for j in range(C):
-            out[r, j] = math.exp(x[r, j] - lse)
+            out[r, j] = fast_exp(x[r, j] - lse)
 
 
 @jit
@@ -34,9 +31,7 @@ def softmax_bwd(x, out, gout, gx, need):
     if need & 1:
         R, C = x.shape
         for r in range(R):
-            s = 0.0
-            for j in range(C):
-                s += gout[r, j] * out[r, j]
+            s = dot_rows(gout, r, out, r)
             for j in range(C):
                 gx[r, j] += out[r, j] * (gout[r, j] - s)
 
@@ -57,11 +52,9 @@ def log_softmax_bwd(x, out, gout, gx, need):
     if need & 1:
         R, C = x.shape
         for r in range(R):
-            s = 0.0
+            s = row_sum(gout, r)
             for j in range(C):
-                s += gout[r, j]
-            for j in range(C):
-                gx[r, j] += gout[r, j] - math.exp(out[r, j]) * s
+                gx[r, j] += gout[r, j] - fast_exp(out[r, j]) * s
 
 
 @jit
@@ -96,9 +89,9 @@ def cross_entropy_bwd(o, y, m, out, gout, go, gy, gm, need, norm):
             if k < 0 or k >= V:
                 continue
             lse = _lse(o, r)
-            s = g0 * w
+            s = const(go, g0 * w)
             for j in range(V):
-                go[r, j] += s * math.exp(o[r, j] - lse)
+                go[r, j] += s * fast_exp(o[r, j] - lse)
             go[r, k] -= s
 
 

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from ..jit import jit
+from ..jit import const, jit
+from .vecmath import dot_rows, fast_sigmoid
 
 
 @jit
@@ -12,16 +13,10 @@ def _log_sigmoid(x):
 
 
 @jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-@jit
-def _dot(a, i, b, k):
-    s = 0.0
-    for j in range(a.shape[1]):
-        s += a[i, j] * b[k, j]
-    return s
+def _axpy_row(g, a, i, y, k):
+    """y[k] += g a[i] (one loop per destination: two destinations in one loop stay scalar)."""
+    for c in range(a.shape[1]):
+        y[k, c] += g * a[i, c]
 
 
 @jit
@@ -34,7 +29,7 @@ def hsoftmax_fwd(v, y, tree, W, out, norm):
         w = y[r, 0]
         for j in range(tree[w, 0]):
             n, d = tree[w, 1 + j], tree[w, 1 + L + j]
-            total -= _log_sigmoid((1 - 2 * d) * _dot(v, r, W, n))
+            total -= _log_sigmoid((1 - 2 * d) * float(dot_rows(v, r, W, n)))
     out[0, 0] = total / norm
 
 
@@ -42,19 +37,17 @@ def hsoftmax_fwd(v, y, tree, W, out, norm):
 def hsoftmax_bwd(v, y, tree, W, out, gout, gv, gy, gtree, gW, need, norm):
     """g = (sigmoid(v . W[n]) - (1 - d)) dL / norm;  dv += g W[n];  dW[n] += g v"""
     L = (tree.shape[1] - 1) // 2
-    g0 = gout[0, 0] / norm
-    D = v.shape[1]
+    g0 = const(v, gout[0, 0] / norm)
+    one = const(v, 1.0)
     for r in range(v.shape[0]):
         w = y[r, 0]
         for j in range(tree[w, 0]):
             n, d = tree[w, 1 + j], tree[w, 1 + L + j]
-            g = (_sigmoid(_dot(v, r, W, n)) - (1 - d)) * g0
-            for k in range(D):
-                vk = v[r, k]
-                if need & 1:
-                    gv[r, k] += g * W[n, k]
-                if need & 8:
-                    gW[n, k] += g * vk
+            g = (fast_sigmoid(dot_rows(v, r, W, n)) - (one - const(v, d))) * g0
+            if need & 1:
+                _axpy_row(g, W, n, gv, r)
+            if need & 8:
+                _axpy_row(g, v, r, gW, n)
 
 
 @jit
@@ -65,11 +58,11 @@ def negsample_fwd(v, y, table, W, out, k, norm, drawn):
     Ts = table.shape[0]
     total = 0.0
     for r in range(v.shape[0]):
-        total -= _log_sigmoid(_dot(v, r, W, y[r, 0]))
+        total -= _log_sigmoid(float(dot_rows(v, r, W, y[r, 0])))
         for j in range(K):
             n = table[int(np.random.random() * Ts), 0]
             drawn[r, j] = n
-            total -= _log_sigmoid(-_dot(v, r, W, n))
+            total -= _log_sigmoid(-float(dot_rows(v, r, W, n)))
     out[0, 0] = total / norm
 
 
@@ -78,16 +71,14 @@ def negsample_bwd(v, y, table, W, out, gout, gv, gy, gtable, gW, need, k, norm, 
     """For (word, label) in (y, 1), (n_j, 0): g = (sigmoid(v . W[word]) - label) dL / norm;
     dv += g W[word];  dW[word] += g v"""
     K = int(k)
-    g0 = gout[0, 0] / norm
-    D = v.shape[1]
+    g0 = const(v, gout[0, 0] / norm)
+    one, zero = const(v, 1.0), const(v, 0.0)
     for r in range(v.shape[0]):
         for j in range(K + 1):
             word = y[r, 0] if j == 0 else drawn[r, j - 1]
-            label = 1.0 if j == 0 else 0.0
-            g = (_sigmoid(_dot(v, r, W, word)) - label) * g0
-            for c in range(D):
-                vc = v[r, c]
-                if need & 1:
-                    gv[r, c] += g * W[word, c]
-                if need & 8:
-                    gW[word, c] += g * vc
+            label = one if j == 0 else zero
+            g = (fast_sigmoid(dot_rows(v, r, W, word)) - label) * g0
+            if need & 1:
+                _axpy_row(g, W, word, gv, r)
+            if need & 8:
+                _axpy_row(g, v, r, gW, word)
