@@ -82,6 +82,10 @@ def cmd_compile(args):
     print(f"  unrolled nodes: {s['unrolled nodes']}")
     print(f"  plan ops: {s['plan ops before hoisting']} one per node and step -> {s['plan ops']} after hoisting "
           f"{s['hoisted nodes']} nodes out of the loops")
+    fused = [f"{s[k]} {what}" for k, what in (("fused lstm cells", "LSTM cells"), ("fused gru cells", "GRU cells"),
+                                              ("fused affine", "matmul+add -> affine")) if s.get(k)]
+    if fused:
+        print(f"  fused: {', '.join(fused)}")
     print(f"  activation memory: {memory_estimate(plan) / 2**20:.2f} MiB (float32 values and gradients)")
     return 0
 

@@ -8,9 +8,11 @@ Passes, in order (each counted in plan.stats so `graphspec compile` can show wha
   4. recurrences: strongly connected components of the step graph (delay edges included) become
      per-step loops; every other node is *hoisted*: one op over all T*B rows (one big GEMM instead
      of T small ones), before or after the loops as its dependencies need;
-  5. deferred weight gradients: a matmul inside a loop gets its weight gradient from one extra
+  5. affine fusion: a matmul read only by an add becomes y = W x + a, one GEMM accumulating
+     into y (no temporary, no add: two plan entries fewer per step of a recurrence);
+  6. deferred weight gradients: a matmul inside a loop gets its weight gradient from one extra
      equation over all steps (backward only), instead of T small GEMMs;
-  6. lowering: buffers at fixed offsets, time-major [slots, rows, cols] with extra slots before
+  7. lowering: buffers at fixed offsets, time-major [slots, rows, cols] with extra slots before
      t=0 (after t=T-1) so that a delayed read is a plain view; equations over views.
 """
 from __future__ import annotations
@@ -62,7 +64,7 @@ class _Compiler:
     # ------------------------------------------------------------ passes
     def run(self) -> Plan:
         self._lastof()
-        self.stats["fused lstm cells"] = self.stats["fused gru cells"] = 0
+        self.stats["fused lstm cells"] = self.stats["fused gru cells"] = self.stats["fused affine"] = 0
         if self.fuse:
             self._fuse_lstm()
         self._dce()
@@ -72,6 +74,9 @@ class _Compiler:
         self._loops()
         self._carry()
         self._loops()                   # the carry selects joined their loops
+        self._batched_memo = self._batched()
+        if self.fuse:
+            self._fuse_affine()
         self._slots()
         self._check_memory()
         self._allocate()
@@ -129,6 +134,46 @@ class _Compiler:
             h.op, h.args, h.attrs = "gru_cell", [Operand(a.name), Operand(c.name), reads[0]], {}
             count += 1
         self.stats["fused gru cells"] = count
+
+    def _fuse_affine(self):
+        """add(a, matmul(W, x)) -> affine(W, x, a) where the matmul has no other reader and both
+        make the same rows in the same loop (or both hoisted): fusing a hoisted U x into a
+        per-step add would undo the hoisting. a must have y's columns (its rows may repeat)."""
+        g = self.g
+        users = {}
+        for n in g.nodes.values():
+            for a in n.args:
+                users[a.node] = users.get(a.node, 0) + 1
+            if n.init is not None:
+                users[n.init.node] = users.get(n.init.node, 0) + 1
+        kept = {op.node for op in g.outputs.values()} | set(g.losses)
+        count = 0
+        for n in list(g.nodes.values()):
+            if n.op != "add" or n.ty is None or n.ty.dtype != "f":
+                continue
+            for k in (1, 0):
+                q, p = n.args[k], n.args[1 - k]
+                m, other = g.nodes[q.node], g.nodes[p.node]
+                if (m.op == "matmul" and q.mode == "step" and q.delay == 0 and users.get(m.name) == 1
+                        and m.name not in kept and m.init is None
+                        and self.loop_of.get(m.name) == self.loop_of.get(n.name)
+                        and m.axis == n.axis and m.ty == n.ty
+                        and self._batched_memo[m.name] == self._batched_memo[n.name]
+                        and other.ty is not None and not isinstance(other.ty, MatTy)
+                        and other.ty.feat == n.ty.feat and other.ty.seq == n.ty.seq):
+                    n.op, n.args = "affine", [m.args[0], m.args[1], p]
+                    del g.nodes[m.name]
+                    if m.name in self.loop_of:
+                        self.loops[self.loop_of.pop(m.name)]["nodes"].remove(m.name)
+                    count += 1
+                    break
+        self.stats["fused affine"] = count
+
+    def _batched(self) -> dict:
+        """Does a node have a row per batch row (else one row, derived from params only)?"""
+        return _fixpoint(self.g, lambda n, get: (
+            n.attrs.get("kind") != "table" if n.op == "input" else False if n.is_leaf
+            else n.axis is not None or any(get(a.node) for a in n.args)))
 
     def _dce(self):
         g = self.g
@@ -330,9 +375,6 @@ class _Compiler:
 
     def _check_memory(self):
         g = self.g
-        self._batched_memo = _fixpoint(g, lambda n, get: (
-            n.attrs.get("kind") != "table" if n.op == "input" else False if n.is_leaf
-            else n.axis is not None or any(get(a.node) for a in n.args)))
         total = 0
         for n in g.nodes.values():
             if any(not isinstance(s, int) for s in self._raw_dims(n)):
@@ -526,7 +568,7 @@ class _Compiler:
         for x in loop["nodes"]:
             n = g.nodes[x]
             w, v = (n.args + [None, None])[:2]
-            if n.op == "matmul" and self.rg[w.node] and v.mode == "step" and g.nodes[v.node].axis == n.axis:
+            if n.op in ("matmul", "affine") and self.rg[w.node] and v.mode == "step" and g.nodes[v.node].axis == n.axis:
                 # one GEMM over all steps for dW, run after the loop's backward
                 out = self._view(x, 0, T, "t=*")
                 ins = [self._operand(w, None, T), self._operand(v, None, T)]

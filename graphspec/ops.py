@@ -98,6 +98,19 @@ def _matmul(ts, at):
     return Ty(w.seq_rows, x.seq)
 
 
+@op("affine", "fff")
+def _affine(ts, at):
+    """y = W x + a: a matmul whose only reader adds it to a (a bias row, or a value of y's size,
+    such as the hoisted b + U x(t) of a recurrence). The compiler fuses the pair
+    (compile.py `_fuse_affine`): the GEMM accumulates into y (BLAS beta=1) after a is copied in,
+    instead of writing a temporary that an add then reads. a's rows repeat as in add.
+    backward: dx += dy @ W, dW += dy.T @ x, da += dy (summed over a's repeated rows)."""
+    w, x, a = ts
+    y = _matmul([w, x], at)
+    _need(_same(a.feat, y.feat) and a.seq == y.seq, f"affine: the added value {a} does not match W x = {y}")
+    return y
+
+
 def _broadcast(name):
     def rule(ts, at):
         a, b = ts

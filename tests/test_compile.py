@@ -24,9 +24,26 @@ loss: cross_entropy(o, y)
 """
 
 
+def fused_and_plain(spec, batch, text=None, bind=None, seed=0, jitter=0.0):
+    """Two float64 models of one spec, fused and as written, with the same params; asserts they
+    give the same loss and the same gradient for every param, and returns them."""
+    import numpy as np
+    from runtime.model import Model
+    fused, plain = (Model(spec, text=text, bind=bind, dtype=np.float64, seed=seed, fuse=f) for f in (True, False))
+    fused.params[:] += np.random.default_rng(seed).normal(0, jitter, fused.params.shape)
+    plain.set_params(fused.get_params())
+    np.testing.assert_allclose(fused.forward(batch), plain.forward(batch), rtol=1e-12)
+    fused.backward()
+    plain.backward()
+    gf, gp = fused.grads(), plain.grads()
+    for k in gf:
+        np.testing.assert_allclose(gf[k], gp[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    return fused, plain
+
+
 def test_elman_plan_hoists_everything_but_the_recurrence():
     g = graphspec.load("elman.yaml", ELMAN)
-    plan = compile_graph(g, {"t": 7}, 4)
+    plan = compile_graph(g, {"t": 7}, 4, fuse=False)
     ops = [e.op for e in plan.eqns]
     # b + W h[t-1] + U x is regrouped as (b + U x) + W h[t-1]: per step W @ h[t-1], one add,
     # tanh = 3 ops x 7 steps; hoisted: embed, U@, +b, V@, +c, loss, and the deferred dW GEMM
@@ -38,6 +55,40 @@ def test_elman_plan_hoists_everything_but_the_recurrence():
     assert plan.stats["plan ops before hoisting"] == 9 * 7   # 9 nodes survive dead-node elimination
     deferred = [e for e in plan.eqns if e.nofwd]
     assert len(deferred) == 1 and deferred[0].need == (True, False) and deferred[0].out.rows == 28
+
+
+def test_affine_fusion_leaves_one_gemm_and_the_cell_per_step():
+    g = graphspec.load("elman.yaml", ELMAN)
+    plan = compile_graph(g, {"t": 7}, 4)
+    # per step: affine(W, h[t-1], b + U x(t)) and tanh; hoisted: embed, affine(U, x, b),
+    # affine(V_o, h, c), the loss, and the deferred dW GEMM, which reads a's gradient
+    assert len(plan.eqns) == 2 * 7 + 5
+    assert plan.stats["fused affine"] == 3
+    step = [e for e in plan.eqns if e.out.rows == 4]
+    assert [e.op for e in step] == ["affine", "tanh"] * 7
+    assert all(e.need == (False, True, True) for e in step if e.op == "affine")
+    (deferred,) = [e for e in plan.eqns if e.nofwd]
+    assert deferred.out.buf == "a" and deferred.out.rows == 28
+    hoisted = sorted(e.op for e in plan.eqns if e.out.rows == 28 and not e.nofwd)
+    assert hoisted == ["affine", "affine", "embed"]
+
+
+def test_affine_fusion_computes_what_the_matmuls_and_adds_do():
+    import numpy as np
+    rng = np.random.default_rng(4)
+    T, B = 5, 3
+    batch = {"x": rng.integers(0, 11, (T, B)), "y": rng.integers(0, 11, (T, B)),
+             "x_mask": (np.arange(T)[:, None] < np.array([5, 3, 1])).astype(float)}
+    fused, plain = fused_and_plain("elman.yaml", batch, text=ELMAN, seed=1)
+    assert fused.current.plan.stats["fused affine"] == 3 and plain.current.plan.stats["fused affine"] == 0
+
+
+def test_a_hoisted_matmul_is_not_fused_into_a_per_step_add():
+    spec = ELMAN.replace("a: b + W @ h[t-1] + U @ E[x]", "a: W @ h[t-1] + U @ E[x]").replace("  b: {shape: [H]}\n", "")
+    plan = compile_graph(graphspec.load("elman.yaml", spec), {"t": 4}, 2)
+    step = [e.op for e in plan.eqns if e.out.rows == 2]
+    assert step == ["affine", "tanh"] * 4          # W h[t-1] fused, U x(t) still one GEMM over all steps
+    assert [e.op for e in plan.eqns if e.out.rows == 8 and not e.nofwd] == ["embed", "matmul", "affine"]
 
 
 def test_delayed_reads_are_views_of_earlier_slots():
@@ -64,46 +115,26 @@ def test_fused_lstm_cell_matches_the_lstm_block():
     """The fused kernel replaces the stdlib lstm block's elementwise nodes; losses and every
     gradient must equal the block's as written (float64)."""
     import numpy as np
-    from runtime.model import Model
     spec = "specs/bilstm_concat.yaml"          # forward and backward (t+1) instances, padding
     bind = {"V_src": 9, "V_tgt": 11, "H": 5, "D": 3}
     rng = np.random.default_rng(0)
     T, B = 6, 3
     mask = (np.arange(T)[:, None] < np.array([6, 4, 2])[None, :]).astype(float)
     batch = {"x": rng.integers(0, 9, (T, B)), "y": rng.integers(0, 11, (T, B)), "x_mask": mask}
-    fused, block = (Model(spec, bind=bind, dtype=np.float64, seed=3, fuse=f) for f in (True, False))
-    fused.params[:] += rng.normal(0, 0.5, fused.params.shape)
-    block.set_params(fused.get_params())
-    lf, lb = fused.forward(batch), block.forward(batch)
+    fused, block = fused_and_plain(spec, batch, bind=bind, seed=3, jitter=0.5)
     assert fused.current.plan.stats["fused lstm cells"] == 2
     assert block.current.plan.stats["fused lstm cells"] == 0
     assert len(fused.current.plan.eqns) < len(block.current.plan.eqns) / 2
-    np.testing.assert_allclose(lf, lb, rtol=1e-12)
-    fused.backward()
-    block.backward()
-    gf, gb = fused.grads(), block.grads()
-    for k in gf:
-        np.testing.assert_allclose(gf[k], gb[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 def test_fused_gru_cell_matches_the_gru_after_block():
     import numpy as np
-    from runtime.model import Model
     spec = "bench/specs/seq2seq_attention.yaml"     # bidirectional gru_after encoder, padded, + lstm decoder
     bind = {"V_src": 9, "V_tgt": 7, "H": 3, "H2": 6, "D": 4}
     rng = np.random.default_rng(1)
     S, T, B = 5, 4, 3
     batch = {"x": rng.integers(0, 9, (S, B)), "x_mask": (np.arange(S)[:, None] < np.array([5, 3, 2])).astype(float),
              "y": rng.integers(0, 7, (T, B)), "y_mask": (np.arange(T)[:, None] < np.array([4, 4, 2])).astype(float)}
-    fused, block = (Model(spec, bind=bind, dtype=np.float64, seed=2, fuse=f) for f in (True, False))
-    fused.params[:] += rng.normal(0, 0.5, fused.params.shape)
-    block.set_params(fused.get_params())
-    lf, lb = fused.forward(batch), block.forward(batch)
+    fused, _ = fused_and_plain(spec, batch, bind=bind, seed=2, jitter=0.5)
     stats = fused.current.plan.stats
     assert (stats["fused gru cells"], stats["fused lstm cells"]) == (2, 1)
-    np.testing.assert_allclose(lf, lb, rtol=1e-12)
-    fused.backward()
-    block.backward()
-    gf, gb = fused.grads(), block.grads()
-    for k in gf:
-        np.testing.assert_allclose(gf[k], gb[k], rtol=1e-9, atol=1e-12, err_msg=k)

@@ -29,6 +29,7 @@ def tree():
 # op -> (inputs, out shape, out dtype, attrs, scratch (shape, dtype) or None)
 CASES = {
     "matmul": lambda: ([f(3, C), f(R, C)], (R, 3), {}),
+    "affine": lambda: ([f(3, C), f(R, C), f(B, 3)], (R, 3), {}),
     "add": lambda: ([f(R, C), f(1, C)], (R, C), {}),
     "sub": lambda: ([f(R, 1), f(B, C)], (R, C), {}),
     "mul": lambda: ([f(R, C), f(B, C)], (R, C), {}),
@@ -175,6 +176,20 @@ def test_matmul_is_w_times_each_row():
     w, x = f(3, C), f(R, C)
     _, out, _, _ = run("matmul", [w, x], (R, 3), {})
     np.testing.assert_allclose(out, x @ w.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, B, R])
+def test_affine_is_w_times_each_row_plus_a(rows):
+    """a is a bias row (1), one row per sequence repeated over steps (B), or a full value (R)."""
+    w, x, a = f(3, C), f(R, C), f(rows, 3)
+    _, out, _, _ = run("affine", [w, x, a], (R, 3), {})
+    np.testing.assert_allclose(out, x @ w.T + np.tile(a, (R // rows, 1)), rtol=1e-12)
+    gout = f(R, 3)
+    gw, gx, ga = np.zeros_like(w), np.zeros_like(x), np.zeros_like(a)
+    KERNELS["affine"][1](w, x, a, out, gout, gw, gx, ga, 7)
+    np.testing.assert_allclose(ga, gout.reshape(R // rows, rows, 3).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(gw, gout.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(gx, gout @ w, rtol=1e-12)
 
 
 @pytest.mark.parametrize("a", [0.0, -1.0, 0.01, "learned"])

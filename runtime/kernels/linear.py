@@ -1,7 +1,8 @@
 """matmul: y = W x for every row x (W [N, K] is [out, in]; rows are batch rows, and all time
-steps at once when hoisted)."""
-from ..jit import jit
+steps at once when hoisted); affine: y = W x + a, the GEMM accumulating into y."""
+from ..jit import const, jit
 from .blas import gemm
+from .elementwise import _accumulate, copy_fwd
 
 
 @jit
@@ -17,3 +18,18 @@ def matmul_bwd(w, x, out, gout, gw, gx, need):
         gemm(True, False, 1.0, gout, x, 1.0, gw)
     if need & 2:
         gemm(False, False, 1.0, gout, w, 1.0, gx)
+
+
+@jit
+def affine_fwd(w, x, a, out):
+    """Y = A (rows repeated) + X @ W.T: A is copied in, then the GEMM adds to it (beta=1)."""
+    copy_fwd(a, out)
+    gemm(False, True, 1.0, x, w, 1.0, out)
+
+
+@jit
+def affine_bwd(w, x, a, out, gout, gw, gx, ga, need):
+    """dX += dY @ W;  dW += dY.T @ X;  dA += dY summed over A's repeated rows."""
+    matmul_bwd(w, x, out, gout, gw, gx, need)
+    if need & 4:
+        _accumulate(ga, gout, const(gout, 1.0))
