@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from .data import Vocab, pad_batch
+from .jit import jit
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 
@@ -368,21 +369,13 @@ class Words(Task):
         rng = rng_for(seed, split, step)
         lo, hi = self.bounds[split]
         W = self.p["window"]
-        picked = np.empty(0, np.int64)
-        while len(picked) < B:               # frequent-word subsampling by rejection, vectorised
-            i = rng.integers(lo + W, hi - W, 2 * B)
-            picked = np.concatenate([picked, i[rng.random(2 * B) < self.keep[self.ids[i]]]])
-        i = picked[:B]
-        centers = self.ids[i]
-        shrink = rng.integers(1, W + 1, B)   # word2vec's random window size
-        if self.p["mode"] == "skipgram":
-            off = rng.integers(0, shrink) + 1
-            off = np.where(rng.random(B) < 0.5, off, -off)
-            return {"center": centers, "context": self.ids[i + off]}
-        offs = np.concatenate([np.arange(-W, 0), np.arange(1, W + 1)])
-        ctx = self.ids[i[:, None] + offs[None, :]]
-        ctx = np.where(np.abs(offs)[None, :] <= shrink[:, None], ctx, -1)
-        return {"center": centers, "context": ctx}
+        skipgram = self.p["mode"] == "skipgram"
+        centers = np.empty(B, np.int64)
+        context = np.empty((B, 1) if skipgram else (B, 2 * W), np.int64)
+        n = 0
+        while n < B:        # a draw per candidate: position, keep, window, offset, side
+            n = _word_examples(rng.random((5, 2 * B)), self.ids, self.keep, lo, hi, W, skipgram, centers, context, n)
+        return {"center": centers, "context": context[:, 0] if skipgram else context}
 
     def steps_per_epoch(self, B):
         return max(1, self.bounds["train"][1] // B)
@@ -407,6 +400,33 @@ class Words(Task):
             hits += np.mean([i in near[w] for i in order])
             chance += len(near[w]) / len(self.vocab)
         return {"neighbours": hits / len(top), "neighbours_chance": chance / len(top)}
+
+
+@jit
+def _word_examples(u, ids, keep, lo, hi, W, skipgram, centers, context, n):
+    """Fill examples n.. from uniform draws u [5, candidates]: a centre position i in
+    [lo + W, hi - W) kept with word2vec's subsampling probability, a window b in 1..W (word2vec's
+    random shrink); skip-gram: one context word at distance 1..b on a random side; CBOW: the
+    words within b on both sides (-1 beyond b). Returns how many examples are filled."""
+    span = hi - lo - 2 * W
+    for c in range(u.shape[1]):
+        if n == centers.shape[0]:
+            break
+        i = lo + W + min(int(u[0, c] * span), span - 1)
+        if u[1, c] >= keep[ids[i]]:
+            continue
+        b = min(int(u[2, c] * W), W - 1) + 1
+        centers[n] = ids[i]
+        if skipgram:
+            off = min(int(u[3, c] * b), b - 1) + 1
+            context[n, 0] = ids[i + off] if u[4, c] < 0.5 else ids[i - off]
+        else:
+            for j in range(W):
+                near = j + 1 <= b
+                context[n, W - 1 - j] = ids[i - j - 1] if near else -1
+                context[n, W + j] = ids[i + j + 1] if near else -1
+        n += 1
+    return n
 
 
 TASKS = {t.name: t for t in (Copy, Reverse, Sort, Addition, Dates, Adding, CopyMemory, Parity, Bits,
