@@ -72,7 +72,8 @@ def run_graphspec(text, mode, head, epochs, B=256):
         model.forward(task.batch("train", B, step, 0), seed=step)
         model.backward()
         lr = ALPHA * B * max(1e-4, 1 - step / steps)     # the loss averages over the batch
-        opt.step(model.current.F[:model.nlearn], model.current.G[:model.nlearn], lr)
+        ex = model.current
+        opt.step(ex.F[:model.nlearn], ex.G[:model.nlearn], lr, ex.grad_support())
     sec = time.perf_counter() - t0
     E = model.param("E").astype(np.float64)
     vectors = {w: E[i] for i, w in enumerate(task.vocab.itos) if i >= 4}

@@ -534,10 +534,22 @@ class _Compiler:
         self.stats["plan ops"] = len(plan.eqns)
         self.stats["hoisted nodes"] = sum(1 for n in g.nodes.values()
                                           if not n.is_leaf and n.axis is not None and n.name not in self.loop_of)
+        self._mark_sparse()
         plan.losses = [self._view(x) for x in g.losses if x in self.buf]
         plan.outputs = {k: (op.node, op.mode) for k, op in g.outputs.items()}
         plan.fsize, plan.isize = self.foff, self.ioff
         self.stats["params"] = plan.param_count()
+
+    def _mark_sparse(self):
+        """A learnable param whose every reader takes it at a `rows` operand (a lookup table)
+        has a row-sparse gradient: the runtime may zero and update only the rows a batch picks."""
+        reads = {}
+        for e in self.plan.eqns:
+            for k, v in enumerate(e.ins):
+                reads.setdefault(v.buf, []).append(k in REGISTRY[e.op].rows)
+        for b in self.plan.params():
+            b.sparse = b.learn and bool(reads.get(b.name)) and all(reads[b.name])
+        self.stats["sparse params"] = sum(b.sparse for b in self.plan.params())
 
     def _emit_inits(self, n: Node):
         """Fill the slots before t=0 (after t=T-1 for backward loops) with the initial value."""

@@ -45,6 +45,7 @@ class OpSig:
     grad: bool = True      # False: no gradient flows through (argmax, sampling)
     scratch: Optional[str] = None   # 'f' or 'i': the op keeps a per-row scratch buffer for backward
     masks: tuple = ()               # inputs that are padding masks: read, never differentiated
+    rows: tuple = ()                # inputs whose gradient touches only the rows the op's ids pick
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,10 @@ class MatTy(Ty):
 REGISTRY: dict[str, OpSig] = {}
 
 
-def op(name, inputs, out="f", attrs=(), grad=True, scratch=None, masks=()):
+def op(name, inputs, out="f", attrs=(), grad=True, scratch=None, masks=(), rows=()):
     def register(rule):
         REGISTRY[name] = OpSig(name, tuple(inputs), out, rule, (rule.__doc__ or "").strip(),
-                               tuple(attrs), grad, scratch, tuple(masks))
+                               tuple(attrs), grad, scratch, tuple(masks), tuple(rows))
         return rule
     return register
 
@@ -223,7 +224,7 @@ def _select(ts, at):
 
 
 # ---------------------------------------------------------------- lookups and losses
-@op("embed", "fi")
+@op("embed", "fi", rows=(0,))
 def _embed(ts, at):
     """y = E[x]: row x of the table, i.e. one-hot(x) @ E. backward: dE[x] += dy (a sparse,
     row-wise gradient)."""
@@ -232,7 +233,7 @@ def _embed(ts, at):
     return Ty(table.feat)
 
 
-@op("embed_mean", "fi", attrs=("width",))
+@op("embed_mean", "fi", attrs=("width",), rows=(0,))
 def _embed_mean(ts, at):
     """y = mean of E[x_j] over the `width` ids of a row, ids < 0 skipped (CBOW's context).
     backward: dE[x_j] += dy / n for every used id."""
@@ -364,7 +365,7 @@ def _dropout(ts, at):
 
 
 # ---------------------------------------------------------------- word2vec heads
-@op("hsoftmax", "fiif", attrs=("norm",))
+@op("hsoftmax", "fiif", attrs=("norm",), rows=(3,))
 def _hsoftmax(ts, at):
     """Hierarchical softmax over a binary (Huffman) tree: with path nodes n_j and codes d_j of
     word y, L += -sum_j log sigmoid((1 - 2 d_j) * v . W[n_j]) / norm.
@@ -377,7 +378,7 @@ def _hsoftmax(ts, at):
     return Ty(1)
 
 
-@op("negsample", "fiif", attrs=("k", "norm"), scratch="i")
+@op("negsample", "fiif", attrs=("k", "norm"), scratch="i", rows=(3,))
 def _negsample(ts, at):
     """Negative sampling: L += -(log sigmoid(v . W[y]) + sum_{j<k} log sigmoid(-v . W[n_j])) / norm,
     n_j drawn from the unigram distribution ** 0.75 (the int table operand), kept for backward.

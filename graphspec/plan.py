@@ -32,6 +32,8 @@ class Buffer:
     shape: tuple               # (slots, rows, cols) for values and inputs; (rows, cols) otherwise
     offset: int = 0
     learn: bool = False
+    sparse: bool = False       # a learnable param read only where an op's `rows` says: its gradient
+                               # is nonzero only on the rows that the batch's ids pick
     init: object = None        # params: (initializer, args); consts: the value
     pre: int = 0               # slots before t=0 (delayed reads) and after t=T-1 (t+k reads)
     post: int = 0
@@ -125,7 +127,7 @@ class Plan:
         for b in self.buffers.values():
             if b.kind in ("param", "input", "const"):
                 shape = "x".join(map(str, b.shape))
-                extra = " learn" if b.learn else ""
+                extra = (" learn" if b.learn else "") + (" sparse" if b.sparse else "")
                 lines.append(f"  {b.kind:6} {b.name}: {b.dtype}[{shape}]{extra}")
         lines.append("  {")
         lines += [f"    {e}" for e in self.eqns]

@@ -2,14 +2,61 @@
 
 One jitted loop per update rule over the whole vector: no per-param Python work. State (moments,
 step count) is plain arrays, saved in checkpoints as they are.
+
+Lookup tables (word vectors, embeddings) have row-sparse gradients. Given the `Support` of a
+gradient (Executor.grad_support), plain SGD updates only the rows a batch touched, and norms sum
+only over them: the same numbers as the dense loops, at a cost that does not grow with the
+vocabulary. Momentum and Adam move every row every step (their moments decay), so they stay
+dense: a sparse Adam would be a different optimizer.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .jit import jit, jit_sum
+
+
+@dataclass
+class Support:
+    """Where a gradient over F[:nlearn] can be nonzero: `dense` ranges [a, z), and for each
+    sparse param (offset, rows, cols, the rows touched)."""
+    dense: list
+    tables: list
+
+    def table_views(self, v: np.ndarray):
+        """([rows, cols] view of each sparse param in v, its touched rows)"""
+        for off, n, cols, rows in self.tables:
+            yield v[off:off + n * cols].reshape(n, cols), rows
+
+
+@jit
+def _sgd_rows(p, g, rows, lr):
+    """p[i] -= lr g[i] for the touched rows i only"""
+    for i in rows:
+        pi, gi = p[i], g[i]
+        for j in range(pi.shape[0]):
+            pi[j] -= lr * gi[j]
+
+
+@jit_sum
+def _sumsq_rows(g, rows):
+    s = 0.0
+    for i in rows:
+        gi = g[i]
+        for j in range(gi.shape[0]):
+            s += float(gi[j]) * float(gi[j])
+    return s
+
+
+@jit
+def _scale_rows(g, rows, c):
+    for i in rows:
+        gi = g[i]
+        for j in range(gi.shape[0]):
+            gi[j] *= c
 
 
 @jit
@@ -49,16 +96,26 @@ def _sumsq(g):
     return s
 
 
-def global_norm(g: np.ndarray) -> float:
-    return math.sqrt(_sumsq(g))
+def global_norm(g: np.ndarray, support: Support = None) -> float:
+    if support is None:
+        return math.sqrt(_sumsq(g))
+    s = sum(_sumsq(g[a:z]) for a, z in support.dense)
+    return math.sqrt(s + sum(_sumsq_rows(t, rows) for t, rows in support.table_views(g)))
 
 
-def clip_by_global_norm(g: np.ndarray, max_norm: float) -> float:
+def clip_by_global_norm(g: np.ndarray, max_norm: float, support: Support = None) -> float:
     """Scale g in place so its norm is at most max_norm (direction kept); returns the norm
     before clipping."""
-    norm = global_norm(g)
+    norm = global_norm(g, support)
     if max_norm and norm > max_norm:
-        g *= g.dtype.type(max_norm / (norm + 1e-12))
+        c = g.dtype.type(max_norm / (norm + 1e-12))
+        if support is None:
+            g *= c
+        else:
+            for a, z in support.dense:
+                g[a:z] *= c
+            for t, rows in support.table_views(g):
+                _scale_rows(t, rows, c)
     return norm
 
 
@@ -84,9 +141,15 @@ class Optimizer:
         self.m = np.zeros(n, dtype)
         self.v = np.zeros(n if self.kind == "adam" else 0, dtype)
 
-    def step(self, p: np.ndarray, g: np.ndarray, lr: float):
+    def step(self, p: np.ndarray, g: np.ndarray, lr: float, support: Support = None):
+        """One update of p from g; with the gradient's support, plain SGD touches only it."""
         self.t += 1
-        if self.kind == "sgd":
+        if self.kind == "sgd" and support is not None and self.wd == 0:
+            for a, z in support.dense:
+                _sgd(p[a:z], g[a:z], lr, 0.0)
+            for (pt, rows), (gt, _) in zip(support.table_views(p), support.table_views(g)):
+                _sgd_rows(pt, gt, rows, p.dtype.type(lr))
+        elif self.kind == "sgd":
             _sgd(p, g, lr, self.wd)
         elif self.kind == "momentum":
             _momentum(p, g, self.m, lr, float(self.cfg.get("momentum", 0.9)), self.wd)

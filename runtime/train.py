@@ -372,9 +372,10 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
                 raise NonFinite(first_nonfinite(model) or "loss")
             model.backward()
             gvec = model.current.G[:model.nlearn]
-            norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0))
+            support = model.current.grad_support()
+            norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0), support)
             rate = learning_rate(cfg, step, total)
-            opt.step(model.current.F[:model.nlearn], gvec, rate)
+            opt.step(model.current.F[:model.nlearn], gvec, rate, support)
             dt = time.perf_counter() - t0
             ntok = _tokens(b, model)
             rec = {"step": step + 1, "loss": loss, "grad_norm": norm, "lr": rate, "time": dt}

@@ -134,6 +134,22 @@ def test_float32_forward_matches_float64(name):
     np.testing.assert_allclose(o32, o64, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].rows])
+def test_rows_kernel_marks_exactly_the_rows_backward_writes(name):
+    from runtime.kernels import ROWS
+    sig = REGISTRY[name]
+    (k,) = sig.rows
+    ins, out_shape, attrs = CASES[name]()
+    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    grads = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
+    KERNELS[name][1](*ins, out, rng.normal(0, 1, out.shape), *grads, 1 << k, *a, *scratch)
+    mark = np.zeros(ins[k].shape[0], np.int64)
+    ROWS[name](*ins, out, *a, *scratch, mark)
+    written = np.flatnonzero(np.abs(grads[k]).sum(1))
+    assert len(written) > 0
+    np.testing.assert_array_equal(np.flatnonzero(mark), written)
+
+
 @pytest.mark.parametrize("name", [n for n in REGISTRY if REGISTRY[n].grad and n != "dropout"])
 def test_float32_backward_matches_float64(name):
     """The float32 kernels take other paths (polynomial tanh and exp, vectorised sums)."""

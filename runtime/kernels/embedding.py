@@ -1,5 +1,6 @@
 """Lookups: y = E[x] (one-hot x times E) and the mean of several rows (CBOW's context).
-The gradient is sparse: only the looked-up rows of E receive anything."""
+The gradient is sparse: only the looked-up rows of E receive anything, and NAME_rows marks them
+(the runtime then zeroes and updates only those rows)."""
 from ..jit import const, jit
 
 
@@ -75,3 +76,24 @@ def embed_mean_bwd(table, ids, out, gout, gtable, gids, need, width):
                 if 0 <= k < V:
                     for j in range(D):
                         gtable[k, j] += gout[r, j] * inv
+
+
+@jit
+def embed_rows(table, ids, out, mark):
+    """mark[x_r] = 1: the rows of E that backward writes."""
+    V = table.shape[0]
+    for r in range(ids.shape[0]):
+        k = ids[r, 0]
+        if 0 <= k < V:
+            mark[k] = 1
+
+
+@jit
+def embed_mean_rows(table, ids, out, width, mark):
+    """mark[x_rc] = 1 for every id >= 0 of every row."""
+    V = table.shape[0]
+    for r in range(ids.shape[0]):
+        for c in range(ids.shape[1]):
+            k = ids[r, c]
+            if 0 <= k < V:
+                mark[k] = 1

@@ -122,3 +122,21 @@ def negsample_bwd(v, y, table, W, out, gout, gv, gy, gtable, gW, need, k, norm, 
                 _axpy_row(g[r, j], W, word, gv, r)
             if need & 8:
                 _axpy_row(g[r, j], v, r, gW, word)
+
+
+@jit
+def hsoftmax_rows(v, y, tree, W, out, norm, mark):
+    """mark[n] = 1 for every inner node n on the Huffman paths of the words y."""
+    for r in range(y.shape[0]):
+        w = y[r, 0]
+        for j in range(tree[w, 0]):
+            mark[tree[w, 1 + j]] = 1
+
+
+@jit
+def negsample_rows(v, y, table, W, out, k, norm, drawn, mark):
+    """mark = 1 at the true words y and the noise words drawn in forward."""
+    for r in range(y.shape[0]):
+        mark[y[r, 0]] = 1
+        for j in range(drawn.shape[1]):
+            mark[drawn[r, j]] = 1
