@@ -10,6 +10,7 @@ fixed params, constants, float inputs (masks, real-valued sequences), values and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -42,7 +43,7 @@ class Buffer:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
