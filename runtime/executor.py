@@ -126,6 +126,31 @@ _ensure_generated()
 from . import _tape  # noqa: E402
 
 
+def _unwritten(plan: Plan) -> list:
+    """Ranges of F's value region that neither set_batch nor a forward equation writes, merged:
+    the slots before t=0 and after t=T-1 (zero initial states), and buffers nobody writes. The
+    rest is overwritten every forward, so zeroing it (tens of MB for a large LSTM) is wasted."""
+    written = {e.out.buf for e in plan.eqns if not e.nofwd} | {e.scratch.buf for e in plan.eqns if e.scratch}
+    ranges = []
+    for b in plan.buffers.values():
+        if b.dtype != "f" or b.offset < plan.value_start:
+            continue
+        if b.kind == "input" or b.name in written:
+            if len(b.shape) == 3:
+                slot = b.shape[1] * b.shape[2]
+                ranges += [(b.offset, b.offset + b.pre * slot),
+                           (b.offset + (b.shape[0] - b.post) * slot, b.offset + b.size)]
+        else:
+            ranges.append((b.offset, b.offset + b.size))
+    merged = []
+    for a, z in sorted(r for r in ranges if r[1] > r[0]):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(z, merged[-1][1]))
+        else:
+            merged.append((a, z))
+    return merged
+
+
 @jit
 def _zero_rows(A, rows):
     for i in rows:
@@ -149,6 +174,7 @@ class Executor:
             if b.kind == "const" and b.dtype == "f":
                 self.F[b.offset] = b.init
         self.loss_offsets = np.array([v.offset for v in plan.losses], np.int64)
+        self.zero_each_batch = _unwritten(plan)
         self._sparse_setup()
 
     def _sparse_setup(self):
@@ -188,7 +214,8 @@ class Executor:
     def set_batch(self, batch: dict):
         """Copy one batch in; time-major fields [T, B, ...] go to the slots of t = 0..T-1."""
         p = self.plan
-        self.F[p.value_start:] = 0
+        for a, z in self.zero_each_batch:
+            self.F[a:z] = 0
         self.I[p.ivalue_start:] = 0
         for b in p.buffers.values():
             if b.kind != "input" or b.fields.get("kind") == "table":
