@@ -4,8 +4,9 @@ wordsim353, also shipped with gensim, and neighbour overlap).
 
 Same settings on both sides: 64 dimensions, window 5 (randomly shrunk), min_count 5, frequent-word
 subsampling 1e-3, 5 noise words or a Huffman tree, learning rate 0.025 per example decaying
-linearly, EPOCHS passes. graphspec processes a minibatch of examples per step (the learning rate
-per example is the same); gensim runs its Cython loop with 1 and with 2 worker threads.
+linearly, EPOCHS passes. graphspec trains as the word2vec specs do (`per_example: true`: an SGD
+step after every example, drawn 256 to a batch); gensim runs its Cython loop with 1 and with 2
+worker threads.
 
     python bench/word2vec.py [--epochs 5] [--json out.json]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -53,6 +55,7 @@ def spearman(model_vectors: dict) -> float:
 
 def run_graphspec(text, mode, head, epochs, B=256):
     from runtime.model import Model
+    from runtime.online import Online
     from runtime.optim import Optimizer
     from runtime.tasks import Words
     from runtime.train import make_tables
@@ -61,21 +64,15 @@ def run_graphspec(text, mode, head, epochs, B=256):
     spec = os.path.join(ROOT, "specs", f"w2v_{mode}_{head}.yaml")
     bind = {"V": len(task.vocab), "D": DIM}
     model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task), seed=1)
-    raw_words = len(task.ids)
+    raw_words = len(re.findall(r"[a-z]+", text.lower()))    # the corpus, as gensim's count has it
     effective = float(task.keep[task.ids].sum())
     per_word = 6.0 if mode == "skipgram" else 1.0     # E[2 x shrunk window] context pairs per word
     steps = int(epochs * effective * per_word / B)
-    opt = Optimizer({"optimizer": "sgd"}, model.nlearn)
-    model.forward(task.batch("train", B, 0, 0))          # load compiled code outside the timing:
-    model.backward()                                     # one step with rate 0 changes nothing
-    opt.step(model.current.F[:model.nlearn], model.current.G[:model.nlearn], 0.0, model.current.grad_support())
+    online = Online(model, Optimizer({"optimizer": "sgd"}, model.nlearn))
+    online.step(task.batch("train", B, 0, 0), 0.0, 0)     # load compiled code outside the timing
     t0 = time.perf_counter()
     for step in range(steps):
-        model.forward(task.batch("train", B, step, 0), seed=step)
-        model.backward()
-        lr = ALPHA * B * max(1e-4, 1 - step / steps)     # the loss averages over the batch
-        ex = model.current
-        opt.step(ex.F[:model.nlearn], ex.G[:model.nlearn], lr, ex.grad_support())
+        online.step(task.batch("train", B, step, 0), ALPHA * max(1e-4, 1 - step / steps), step)
     sec = time.perf_counter() - t0
     E = model.param("E").astype(np.float64)
     vectors = {w: E[i] for i, w in enumerate(task.vocab.itos) if i >= 4}
@@ -87,7 +84,6 @@ def run_graphspec(text, mode, head, epochs, B=256):
 def run_gensim(text, mode, head, epochs, workers):
     from gensim.models import Word2Vec
     from runtime.tasks import Words
-    import re
     sentences = [re.findall(r"[a-z]+", line.lower()) for line in text.splitlines() if line.strip()]
     raw_words = sum(len(s) for s in sentences)
     m = Word2Vec(vector_size=DIM, window=WINDOW, min_count=MIN_COUNT, sample=SAMPLE, sg=int(mode == "skipgram"),

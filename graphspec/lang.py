@@ -83,6 +83,10 @@ class Builder:
         g = self.g
         g.data = dict(d.get("data") or {})
         g.train = dict(d.get("train") or {})
+        if g.train.get("per_example") and g.train.get("optimizer", "adam") != "sgd":
+            self.probs.add(self.doc.where(("train", "optimizer" if "optimizer" in g.train else "per_example")),
+                           f"per_example updates are plain SGD's (word2vec's online updates); "
+                           f"use optimizer: sgd, not {g.train.get('optimizer', 'adam')}")
         self._load_blocks()
         self.probs.raise_if_any()
         self.dims = self._dims(d.get("dims") or {})

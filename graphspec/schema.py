@@ -61,6 +61,8 @@ def build_schema() -> dict:
             "weight_decay": {"type": "number", "minimum": 0},
             "clip": {"type": "number", "exclusiveMinimum": 0},
             "batch": {"type": "integer", "minimum": 1}, "steps": {"type": "integer", "minimum": 1},
+            "per_example": {"type": "boolean", "description": "word2vec's online SGD: step after every example of a "
+                                                              "batch at rate lr (optimizer sgd, no clipping)"},
             "seed": {"type": "integer"}, "eval_every": {"type": "integer", "minimum": 1},
             "len": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
             "target": {"type": "object", "description": "the metric this spec must reach: {metric: value}"},

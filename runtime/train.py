@@ -24,6 +24,7 @@ from graphspec.errors import Interrupted, UserError
 from graphspec.spec import read, train_config
 
 from .model import Model
+from .online import Online
 from .optim import Optimizer, clip_by_global_norm, learning_rate
 
 CKPT_VERSION = 1
@@ -85,7 +86,9 @@ def make_tables(g, task) -> dict:
     if "tree" in names:
         out["tree"] = huffman_tree(counts)
     if "unigram" in names:
-        out["unigram"] = unigram_table(counts, size=min(1_000_000, 50 * len(counts)))
+        # 10 entries per word on average: every word of the vocabulary can be drawn, and the
+        # table stays small enough to sit in cache beside the vectors (50 per word cost 30%)
+        out["unigram"] = unigram_table(counts, size=min(1_000_000, 10 * len(counts)))
     return out
 
 
@@ -324,6 +327,7 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
     opt = Optimizer(cfg, model.nlearn, model.dtype)
+    online = Online(model, opt) if cfg.get("per_example") else None
     os.makedirs(out, exist_ok=True)
     last, best = os.path.join(out, "last.npz"), os.path.join(out, "best.npz")
     metrics_path = os.path.join(out, "metrics.jsonl")
@@ -367,18 +371,25 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
             t0 = time.perf_counter()
             b = round_lengths(task.batch("train", B, step, seed), model)
             _schedule_sampling(model, b, step, total)
-            loss = model.forward(b, mode="train", seed=_step_seed(seed, step))
-            if not math.isfinite(loss):
-                raise NonFinite(first_nonfinite(model) or "loss")
-            model.backward()
-            gvec = model.current.G[:model.nlearn]
-            support = model.current.grad_support()
-            norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0), support)
             rate = learning_rate(cfg, step, total)
-            opt.step(model.current.F[:model.nlearn], gvec, rate, support)
+            if online is not None:                  # word2vec's updates: no batch gradient, no norm
+                loss, norm = online.step(b, rate, _step_seed(seed, step)), None
+                if not math.isfinite(loss):
+                    raise NonFinite("loss")
+            else:
+                loss = model.forward(b, mode="train", seed=_step_seed(seed, step))
+                if not math.isfinite(loss):
+                    raise NonFinite(first_nonfinite(model) or "loss")
+                model.backward()
+                gvec = model.current.G[:model.nlearn]
+                support = model.current.grad_support()
+                norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0), support)
+                opt.step(model.current.F[:model.nlearn], gvec, rate, support)
             dt = time.perf_counter() - t0
             ntok = _tokens(b, model)
-            rec = {"step": step + 1, "loss": loss, "grad_norm": norm, "lr": rate, "time": dt}
+            rec = {"step": step + 1, "loss": loss, "lr": rate, "time": dt}
+            if norm is not None:
+                rec["grad_norm"] = norm
             if states and (step % max(1, eval_every // 4) == 0):
                 gn = grad_norms_over_time(model, states[0])
                 rec["grad_norm_t"] = gn.round(8).tolist()

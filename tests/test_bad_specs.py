@@ -208,6 +208,9 @@ CASES = [
     ("slice_out_of_range.yaml", [
         "tests/bad_specs/slice_out_of_range.yaml:17:6: slice [10:20] is out of range for f[16] (in node 's')",
     ]),
+    ("per_example_adam.yaml", [
+        "tests/bad_specs/per_example_adam.yaml:12:20: per_example updates are plain SGD's (word2vec's online "
+        "updates); use optimizer: sgd, not adam"]),
     ("slice_negative_start.yaml", [
         "tests/bad_specs/slice_negative_start.yaml:17:23: slice [-4:4] is out of range for f[16] (in node 'o')",
     ]),

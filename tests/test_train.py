@@ -87,6 +87,33 @@ def test_sparse_sgd_on_lookup_tables_equals_dense_sgd(spec, mode):
     assert np.abs(sparse.current.F[:sparse.nlearn] - start).max() > 1e-5       # it did learn
 
 
+@pytest.mark.parametrize("spec, mode", [("w2v_skipgram_hs", "skipgram"), ("w2v_cbow_hs", "cbow"),
+                                        ("w2v_skipgram_ns", "skipgram"), ("w2v_cbow_ns", "cbow")])
+def test_fused_per_example_sgd_equals_the_plan_one_example_at_a_time(spec, mode):
+    """per_example: true runs word2vec fused; through the plan it is forward, backward and an SGD
+    step per example. Same losses and params (float64). The unigram table holds one word, so
+    negative sampling draws the same noise words on both paths (and repeats them in one example)."""
+    from runtime.online import Online
+    path = os.path.join(ROOT, "specs", f"{spec}.yaml")
+    task = get_task("words", mode=mode)
+    bind = bind_dims(graphspec.load(path), task)
+    tables = make_tables(graphspec.load(path, bind=bind), task)
+    if "unigram" in tables:
+        tables["unigram"] = np.full_like(tables["unigram"], 7)
+    fused, plain = (Model(path, bind=bind, tables=tables, dtype=np.float64, seed=1) for _ in range(2))
+    plain.set_params(fused.get_params())
+    steppers = [Online(m, Optimizer({"optimizer": "sgd"}, m.nlearn)) for m in (fused, plain)]
+    for step in range(3):
+        batch = task.batch("train", 16, step, 0)
+        lf = steppers[0].step(batch, 0.3, step, fused=True)
+        lp = steppers[1].step(batch, 0.3, step, fused=False)
+        assert lf == pytest.approx(lp, rel=1e-12)
+    pf, pp = fused.get_params(), plain.get_params()
+    for k in pf:
+        np.testing.assert_allclose(pf[k], pp[k], rtol=1e-10, atol=1e-14, err_msg=k)
+    assert np.abs(pf["E"]).max() > 0 and np.abs(pf[next(k for k in pf if k != "E")]).max() > 0
+
+
 def test_same_seed_same_losses():
     spec = os.path.join(ROOT, "specs", "bilstm_sum.yaml")
     task = get_task("neighbours")

@@ -11,10 +11,10 @@ from .vecmath import dot_rows, fast_sigmoid, fast_softplus
 
 @jit
 def _axpy_row(g, a, i, y, k):
-    """y[k] += g a[i] (one loop per destination: two destinations in one loop stay scalar)."""
-    src, dst = a[i], y[k]
-    for c in range(src.shape[0]):
-        dst[c] += g * src[c]
+    """y[k] += g a[i] (one loop per destination: two destinations in one loop stay scalar;
+    2-D indexing: a row view made per call costs more than the 64-wide loop itself)."""
+    for c in range(a.shape[1]):
+        y[k, c] += g * a[i, c]
 
 
 @jit_sum
@@ -140,3 +140,94 @@ def negsample_rows(v, y, table, W, out, k, norm, drawn, mark):
         mark[y[r, 0]] = 1
         for j in range(drawn.shape[1]):
             mark[drawn[r, j]] = 1
+
+
+# ---------------------------------------------------------------- fused per-example SGD
+# train: {per_example: true} steps after every example (word2vec's online updates). Through the
+# plan that is a forward, a backward and an SGD step per example; these kernels do the same
+# arithmetic in one pass over the batch, updating E and W in place (runtime/online.py picks
+# them for the two-node word2vec form; tests/test_train.py checks them against the plan).
+
+@jit
+def _input_vector(E, ids, r, mean, v):
+    """v[0] = E[ids[r, 0]], or the mean of E over the ids of row r that are in range (CBOW);
+    returns how many rows were read (0: v = 0)."""
+    V, D = E.shape
+    for j in range(D):
+        v[0, j] = 0
+    n = 0
+    for c in range(ids.shape[1] if mean else 1):
+        k = ids[r, c]
+        if 0 <= k < V:
+            n += 1
+            for j in range(D):
+                v[0, j] += E[k, j]
+    if n > 1:
+        inv = const(v, 1.0 / n)
+        for j in range(D):
+            v[0, j] *= inv
+    return n
+
+
+@jit
+def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
+    """One example: every dot with W before any update (as the plan's backward sees them);
+    g_t = lr (sigmoid(v . W[t]) - label_t); e = sum_t g_t W[t]; W[t] -= g_t v; E[ids] -= e / n.
+    z[t] = -+ v . W[t], whose softplus is the example's loss (summed later, vectorised)."""
+    n = _input_vector(E, ids, r, mean, v)
+    for t in range(nt):
+        g[t] = dot_rows(v, 0, W, targets[t])
+    for t in range(nt):
+        z[t] = -g[t] if labels[t] else g[t]
+        g[t] = (fast_sigmoid(g[t]) - labels[t]) * lr
+    for j in range(v.shape[1]):
+        e[0, j] = 0
+    for t in range(nt):
+        _axpy_row(g[t], W, targets[t], e, 0)
+    for t in range(nt):
+        _axpy_row(-g[t], v, 0, W, targets[t])
+    if n:
+        inv = const(E, -1.0 / n)
+        for c in range(ids.shape[1] if mean else 1):
+            k = ids[r, c]
+            if 0 <= k < E.shape[0]:
+                _axpy_row(inv, e, 0, E, k)
+
+
+@jit
+def sgd_negsample(E, ids, mean, y, table, W, k, lr, losses):
+    """Per example r: v from E; targets y[r] (label 1) and k words drawn from the unigram table
+    (label 0); L_r = sum_t -log sigmoid(+-v . W[t]); one SGD step at rate lr (_sgd_example)."""
+    D, K, R = E.shape[1], int(k), ids.shape[0]
+    v, e = np.empty((1, D), E.dtype), np.empty((1, D), E.dtype)
+    targets, g = np.empty(K + 1, np.int64), np.empty(K + 1, E.dtype)
+    labels = np.zeros(K + 1, E.dtype)
+    labels[0] = 1
+    z = np.empty((R, K + 1), E.dtype)
+    for r in range(R):
+        targets[0] = y[r]
+        for j in range(K):
+            targets[1 + j] = table[int(np.random.random() * table.shape[0]), 0]
+        _sgd_example(E, ids, r, mean, W, targets, labels, K + 1, const(E, lr), v, e, g, z[r])
+    for r in range(R):
+        losses[r] = _softplus_sum(z[r])
+
+
+@jit
+def sgd_hsoftmax(E, ids, mean, y, tree, W, lr, losses):
+    """Per example r: v from E; the targets are the inner nodes on y[r]'s Huffman path with label
+    1 - code; one SGD step at rate lr (_sgd_example)."""
+    D, L, R = E.shape[1], (tree.shape[1] - 1) // 2, ids.shape[0]
+    v, e = np.empty((1, D), E.dtype), np.empty((1, D), E.dtype)
+    targets, labels, g = np.empty(L, np.int64), np.empty(L, E.dtype), np.empty(L, E.dtype)
+    z = np.zeros((R, L), E.dtype)
+    count = np.empty(R, np.int64)
+    for r in range(R):
+        w = y[r]
+        nt = count[r] = tree[w, 0]
+        for j in range(nt):
+            targets[j] = tree[w, 1 + j]
+            labels[j] = 1 - tree[w, 1 + L + j]
+        _sgd_example(E, ids, r, mean, W, targets, labels, nt, const(E, lr), v, e, g, z[r])
+    for r in range(R):
+        losses[r] = _softplus_sum(z[r, :count[r]])
