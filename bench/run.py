@@ -29,8 +29,8 @@ def main():
     t0 = time.time()
     res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}
     sizes = throughput.SIZES[:2] if a.quick else throughput.SIZES
-    res["throughput"] = throughput.measure(sizes=sizes, rounds=3 if a.quick else 5, steps=5)
-    res["seq2seq"] = throughput.measure_seq2seq(rounds=3 if a.quick else 5)
+    res["throughput"] = throughput.measure(sizes=sizes, rounds=3 if a.quick else 7, steps=5)
+    res["seq2seq"] = throughput.measure_seq2seq(rounds=3 if a.quick else 7)
     res["word2vec"] = word2vec.measure(epochs=5)
     res["system"] = system.measure()
     res["seconds"] = time.time() - t0

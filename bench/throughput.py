@@ -3,8 +3,9 @@
 Model: embedding (V=E=64) -> cell -> linear -> softmax cross-entropy over all steps; float32,
 Adam, global-norm clip 5, 2 threads. Peers: torch.nn.RNN/LSTM/GRU (fused cuDNN-style CPU kernels)
 and a torch eager custom cell (the same equations written step by step, what a user with a new
-cell writes). Systems are interleaved round by round; each figure is the median over rounds of
-the median step time after warm-up.
+cell writes). Systems are interleaved round by round; tokens/s is the median over rounds of the
+median step time after warm-up, and a ratio is the median over rounds of that round's ratio (the
+two systems measured side by side, so a slow spell of the shared machine cancels).
 
     python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--json out.json]
 """
@@ -77,7 +78,7 @@ class TorchBase:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
 
 class TorchModule(TorchBase):
@@ -145,7 +146,7 @@ def time_steps(sys_, steps):
     return statistics.median(ts)
 
 
-def measure(cells=CELLS, sizes=SIZES, rounds=5, steps=5, warmup=2, systems=(Graphspec, TorchModule, TorchEager)):
+def measure(cells=CELLS, sizes=SIZES, rounds=7, steps=5, warmup=2, systems=(Graphspec, TorchModule, TorchEager)):
     import torch
     torch.set_num_threads(2)
     rows = []
@@ -160,14 +161,15 @@ def measure(cells=CELLS, sizes=SIZES, rounds=5, steps=5, warmup=2, systems=(Grap
                 order = built if r % 2 == 0 else built[::-1]      # interleave against drift
                 for s in order:
                     per[s.name].append(time_steps(s, steps))
-            row = {"cell": cell, "B": B, "T": T, "H": H}
+            row = {"cell": cell, "B": B, "T": T, "H": H, "rounds": rounds}
             for name, times in per.items():
                 sec = statistics.median(times)
-                row[name] = {"step_ms": sec * 1e3, "tokens_per_s": B * T / sec}
-            gs = row["graphspec"]["tokens_per_s"]
+                row[name] = {"step_ms": sec * 1e3, "tokens_per_s": B * T / sec,
+                             "step_ms_rounds": [round(t * 1e3, 3) for t in times]}
             for name in per:
-                if name != "graphspec":
-                    row[f"ratio vs {name}"] = gs / row[name]["tokens_per_s"]
+                if name != "graphspec":     # paired: each round's two figures were taken side by side
+                    row[f"ratio vs {name}"] = statistics.median(
+                        p / g for p, g in zip(per[name], per["graphspec"]))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -242,10 +244,10 @@ class Seq2SeqTorch:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.opt.step()
-        return float(loss)
+        return loss.item()
 
 
-def measure_seq2seq(rounds=5, steps=5):
+def measure_seq2seq(rounds=7, steps=5):
     import torch
     torch.set_num_threads(2)
     built = [Seq2SeqGraphspec(), Seq2SeqTorch()]
@@ -260,14 +262,14 @@ def measure_seq2seq(rounds=5, steps=5):
     row = {"model": "seq2seq attention (dates sizes)", **S2S}
     for name, t in per.items():
         row[name] = {"step_ms": statistics.median(t) * 1e3, "tokens_per_s": tokens / statistics.median(t)}
-    row["ratio vs torch nn"] = row["graphspec"]["tokens_per_s"] / row["torch nn"]["tokens_per_s"]
+    row["ratio vs torch nn"] = statistics.median(p / g for p, g in zip(per["torch nn"], per["graphspec"]))
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--quick", action="store_true", help="the two smaller sizes only")

@@ -5,8 +5,9 @@ wordsim353, also shipped with gensim, and neighbour overlap).
 Same settings on both sides: 64 dimensions, window 5 (randomly shrunk), min_count 5, frequent-word
 subsampling 1e-3, 5 noise words or a Huffman tree, learning rate 0.025 per example decaying
 linearly, EPOCHS passes. graphspec trains as the word2vec specs do (`per_example: true`: an SGD
-step after every example, drawn 256 to a batch); gensim runs its Cython loop with 1 and with 2
-worker threads.
+step after every example, examples drawn 1024 to a batch); gensim runs its Cython loop with 1
+and with 2 worker threads. graphspec runs on one thread, so "per worker" compares it with
+gensim's 1-worker figure.
 
     python bench/word2vec.py [--epochs 5] [--json out.json]
 """
@@ -53,7 +54,7 @@ def spearman(model_vectors: dict) -> float:
     return float(spearmanr(gold, pred).correlation) if len(gold) > 5 else float("nan"), len(gold)
 
 
-def run_graphspec(text, mode, head, epochs, B=256):
+def run_graphspec(text, mode, head, epochs, B=1024):
     from runtime.model import Model
     from runtime.online import Online
     from runtime.optim import Optimizer
@@ -104,13 +105,24 @@ def run_gensim(text, mode, head, epochs, workers):
             "neighbours": q["neighbours"]}
 
 
-def measure(epochs=5, variants=VARIANTS):
+def measure(epochs=5, variants=VARIANTS, rounds=3):
+    """Each variant: graphspec, gensim with 1 and with 2 workers, interleaved over `rounds`
+    (order reversed every other round); words/s are medians, quality is the first round's (both
+    sides are seeded)."""
+    import statistics
     text = corpus()
     rows = []
     for mode, head in variants:
-        row = {"variant": f"{mode}+{head}", "graphspec": run_graphspec(text, mode, head, epochs)}
-        for w in (1, 2):
-            row[f"gensim w{w}"] = run_gensim(text, mode, head, epochs, w)
+        runs = {"graphspec": [], "gensim w1": [], "gensim w2": []}
+        for r in range(rounds):
+            order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+            for name in order:
+                runs[name].append(run_graphspec(text, mode, head, epochs) if name == "graphspec"
+                                  else run_gensim(text, mode, head, epochs, int(name[-1])))
+        row = {"variant": f"{mode}+{head}", "rounds": rounds}
+        for name, rs in runs.items():
+            row[name] = dict(rs[0], words_per_s=statistics.median(x["words_per_s"] for x in rs),
+                             words_per_s_rounds=[x["words_per_s"] for x in rs])
         g = row["graphspec"]["words_per_s"]
         row["ratio vs gensim per worker"] = g / row["gensim w1"]["words_per_s"]
         row["ratio vs gensim 2 workers"] = g / row["gensim w2"]["words_per_s"]

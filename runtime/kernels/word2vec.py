@@ -153,10 +153,16 @@ def _input_vector(E, ids, r, mean, v):
     """v[0] = E[ids[r, 0]], or the mean of E over the ids of row r that are in range (CBOW);
     returns how many rows were read (0: v = 0)."""
     V, D = E.shape
+    if not mean:                                # skip-gram: a copy
+        k = ids[r, 0]
+        inside = 0 <= k < V
+        for j in range(D):
+            v[0, j] = E[k, j] if inside else 0
+        return 1 if inside else 0
     for j in range(D):
         v[0, j] = 0
     n = 0
-    for c in range(ids.shape[1] if mean else 1):
+    for c in range(ids.shape[1]):
         k = ids[r, c]
         if 0 <= k < V:
             n += 1
@@ -173,12 +179,14 @@ def _input_vector(E, ids, r, mean, v):
 def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
     """One example: every dot with W before any update (as the plan's backward sees them);
     g_t = lr (sigmoid(v . W[t]) - label_t); e = sum_t g_t W[t]; W[t] -= g_t v; E[ids] -= e / n.
-    z[t] = -+ v . W[t], whose softplus is the example's loss (summed later, vectorised)."""
+    z[r, t] = -+ v . W[t], whose softplus is the example's loss (summed later, vectorised)."""
     n = _input_vector(E, ids, r, mean, v)
     for t in range(nt):
         g[t] = dot_rows(v, 0, W, targets[t])
+    one, two = const(v, 1.0), const(v, 2.0)
     for t in range(nt):
-        z[t] = -g[t] if labels[t] else g[t]
+        z[r, t] = g[t] * (one - two * labels[t])
+    for t in range(nt):
         g[t] = (fast_sigmoid(g[t]) - labels[t]) * lr
     for j in range(v.shape[1]):
         e[0, j] = 0
@@ -204,11 +212,12 @@ def sgd_negsample(E, ids, mean, y, table, W, k, lr, losses):
     labels = np.zeros(K + 1, E.dtype)
     labels[0] = 1
     z = np.empty((R, K + 1), E.dtype)
+    rate = const(E, lr)
     for r in range(R):
         targets[0] = y[r]
         for j in range(K):
             targets[1 + j] = table[int(np.random.random() * table.shape[0]), 0]
-        _sgd_example(E, ids, r, mean, W, targets, labels, K + 1, const(E, lr), v, e, g, z[r])
+        _sgd_example(E, ids, r, mean, W, targets, labels, K + 1, rate, v, e, g, z)
     for r in range(R):
         losses[r] = _softplus_sum(z[r])
 
@@ -222,12 +231,13 @@ def sgd_hsoftmax(E, ids, mean, y, tree, W, lr, losses):
     targets, labels, g = np.empty(L, np.int64), np.empty(L, E.dtype), np.empty(L, E.dtype)
     z = np.zeros((R, L), E.dtype)
     count = np.empty(R, np.int64)
+    rate = const(E, lr)
     for r in range(R):
         w = y[r]
         nt = count[r] = tree[w, 0]
         for j in range(nt):
             targets[j] = tree[w, 1 + j]
             labels[j] = 1 - tree[w, 1 + L + j]
-        _sgd_example(E, ids, r, mean, W, targets, labels, nt, const(E, lr), v, e, g, z[r])
+        _sgd_example(E, ids, r, mean, W, targets, labels, nt, rate, v, e, g, z)
     for r in range(R):
         losses[r] = _softplus_sum(z[r, :count[r]])
