@@ -36,14 +36,15 @@ def _timed(fn):
 
 
 def gemm_flops(plan) -> float:
-    """FLOPs of the plan's GEMMs, forward and backward (2 per multiply-add)."""
+    """FLOPs of the plan's GEMMs (matmul and affine), forward and backward (2 per multiply-add):
+    forward one GEMM, backward one per differentiated W or x (an affine's added term is no GEMM)."""
     total = 0.0
     for e in plan.eqns:
-        if e.op != "matmul":
+        if e.op not in ("matmul", "affine"):
             continue
         R, N, K = e.out.rows, e.out.cols, e.ins[1].cols
         f = 0 if e.nofwd else 2 * R * N * K
-        f += sum(2 * R * N * K for k, need in enumerate(e.need) if need)
+        f += sum(2 * R * N * K for need in e.need[:2] if need)
         total += f
     return total
 
