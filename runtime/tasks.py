@@ -366,16 +366,38 @@ class Words(Task):
         return self.ids
 
     def batch(self, split, B, step, seed=0):
-        rng = rng_for(seed, split, step)
-        lo, hi = self.bounds[split]
+        """B examples from one pass's subsampled text, as word2vec trains: frequent words are
+        dropped (each with its keep probability, drawn afresh every pass) before the windows are
+        taken, so a window reaches past them; the window shrinks at random to 1..W."""
         W = self.p["window"]
         skipgram = self.p["mode"] == "skipgram"
+        kept = self._pass_words(split, seed, (step * B) // self._examples_per_pass(split))
+        rng = rng_for(seed, split, step)
         centers = np.empty(B, np.int64)
         context = np.empty((B, 1) if skipgram else (B, 2 * W), np.int64)
-        n = 0
-        while n < B:        # a draw per candidate: position, keep, window, offset, side
-            n = _word_examples(rng.random((5, 2 * B)), self.ids, self.keep, lo, hi, W, skipgram, centers, context, n)
+        _word_examples(rng.random((4, B)), kept, W, skipgram, centers, context)
         return {"center": centers, "context": context[:, 0] if skipgram else context}
+
+    @functools.lru_cache(maxsize=None)
+    def _examples_per_pass(self, split) -> int:
+        """Examples in one pass over the split: a centre per kept word, times E[2 b] = W + 1
+        context words for skip-gram (one example per pair)."""
+        lo, hi = self.bounds[split]
+        kept = float(self.keep[self.ids[lo:hi]].sum())
+        return max(1, int(kept * (self.p["window"] + 1 if self.p["mode"] == "skipgram" else 1)))
+
+    def _pass_words(self, split, seed, n) -> np.ndarray:
+        """The split's words after pass n's subsampling (cached: a pass spans many batches)."""
+        key = (split, seed, n)
+        if getattr(self, "_pass", (None,))[0] != key:
+            lo, hi = self.bounds[split]
+            ids = self.ids[lo:hi]
+            u = np.random.default_rng([int(seed), SPLITS[split], int(n), 7]).random(len(ids))
+            kept = ids[u < self.keep[ids]]
+            if len(kept) < 2 * self.p["window"] + 2:         # a tiny split: keep every word
+                kept = ids
+            self._pass = (key, kept)
+        return self._pass[1]
 
     def steps_per_epoch(self, B):
         return max(1, self.bounds["train"][1] // B)
@@ -403,30 +425,23 @@ class Words(Task):
 
 
 @jit
-def _word_examples(u, ids, keep, lo, hi, W, skipgram, centers, context, n):
-    """Fill examples n.. from uniform draws u [5, candidates]: a centre position i in
-    [lo + W, hi - W) kept with word2vec's subsampling probability, a window b in 1..W (word2vec's
-    random shrink); skip-gram: one context word at distance 1..b on a random side; CBOW: the
-    words within b on both sides (-1 beyond b). Returns how many examples are filled."""
-    span = hi - lo - 2 * W
-    for c in range(u.shape[1]):
-        if n == centers.shape[0]:
-            break
-        i = lo + W + min(int(u[0, c] * span), span - 1)
-        if u[1, c] >= keep[ids[i]]:
-            continue
-        b = min(int(u[2, c] * W), W - 1) + 1
+def _word_examples(u, ids, W, skipgram, centers, context):
+    """Examples from uniform draws u [4, B] over a pass's words: a centre position i in
+    [W, len - W), a window b in 1..W (word2vec's random shrink); skip-gram: one context word at
+    distance 1..b on a random side; CBOW: the words within b on both sides (-1 beyond b)."""
+    span = ids.shape[0] - 2 * W
+    for n in range(centers.shape[0]):
+        i = W + min(int(u[0, n] * span), span - 1)
+        b = min(int(u[1, n] * W), W - 1) + 1
         centers[n] = ids[i]
         if skipgram:
-            off = min(int(u[3, c] * b), b - 1) + 1
-            context[n, 0] = ids[i + off] if u[4, c] < 0.5 else ids[i - off]
+            off = min(int(u[2, n] * b), b - 1) + 1
+            context[n, 0] = ids[i + off] if u[3, n] < 0.5 else ids[i - off]
         else:
             for j in range(W):
                 near = j + 1 <= b
                 context[n, W - 1 - j] = ids[i - j - 1] if near else -1
                 context[n, W + j] = ids[i + j + 1] if near else -1
-        n += 1
-    return n
 
 
 TASKS = {t.name: t for t in (Copy, Reverse, Sort, Addition, Dates, Adding, CopyMemory, Parity, Bits,

@@ -124,6 +124,39 @@ def test_charlm_targets_are_the_next_character_and_words_pairs_are_in_window():
     assert b["context"].shape == (16, 6) and ((b["context"] >= -1) & (b["context"] < len(w.vocab))).all()
 
 
+def _letters(i):
+    """A distinct lowercase word per number (the words task reads [a-z]+ only)."""
+    return "".join(chr(97 + (i // 26 ** k) % 26) for k in range(3))
+
+
+def test_word2vec_examples_are_windows_of_the_subsampled_text():
+    from runtime.tasks import Words
+    words = [_letters(i) for i in range(3000)]          # every word once: a word is its position
+    plain = Words(text=" ".join(words), mode="skipgram", window=4, min_count=1, sample=0)
+    pos = {plain.vocab.stoi[w]: i for i, w in enumerate(words)}
+    b = plain.batch("train", 2000, 0, 0)
+    d = np.array([pos[c] - pos[x] for x, c in zip(b["center"], b["context"])])
+    assert set(np.abs(d)) == {1, 2, 3, 4} and (d > 0).mean() == pytest.approx(0.5, abs=0.05)
+    # the random shrink: distance k needs a window >= k, so P(|d| = k) falls with k
+    counts = [np.sum(np.abs(d) == k) for k in (1, 2, 3, 4)]
+    assert counts == sorted(counts, reverse=True)
+    cbow = Words(text=" ".join(words), mode="cbow", window=3, min_count=1, sample=0)
+    b = cbow.batch("train", 500, 0, 0)
+    for x, ctx in zip(b["center"], b["context"]):
+        span = int((ctx[3:] >= 0).sum())
+        assert (ctx[:3] >= 0).sum() == span and span >= 1
+        assert [pos[c] - pos[x] for c in ctx if c >= 0] == [*range(-span, 0), *range(1, span + 1)]
+    # a frequent word, subsampled, is rarely a centre or a context, and windows reach past it
+    text = " ".join(f"the {w}" for w in words)
+    sub = Words(text=text, mode="skipgram", window=2, min_count=1, sample=1e-3)
+    the = sub.vocab.stoi["the"]
+    b = sub.batch("train", 4000, 0, 0)
+    assert (b["center"] == the).mean() < 0.1 and (b["context"] == the).mean() < 0.1
+    rare = [(x, c) for x, c in zip(b["center"], b["context"]) if x != the and c != the]
+    raw = {sub.vocab.stoi[w]: 2 * i + 1 for i, w in enumerate(words)}
+    assert max(abs(raw[c] - raw[x]) for x, c in rare) > 2          # past the dropped "the"s
+
+
 def test_unknown_task_and_parameter_are_named():
     with pytest.raises(ValueError, match="unknown task 'revers'; did you mean 'reverse'"):
         get_task("revers")
