@@ -16,6 +16,7 @@ import difflib
 import functools
 import inspect
 import re
+import sys
 
 import numpy as np
 
@@ -283,6 +284,13 @@ def stdlib_corpus() -> str:
         return _collect_docs(importlib)
 
 
+def _stdlib_made(obj) -> bool:
+    """Defined by the standard library, not swapped in by a package (a wrapper someone patched
+    over inspect.getsourcefile must not change the corpus)."""
+    mod = getattr(obj, "__module__", None) or "builtins"
+    return mod.split(".")[0] in sys.stdlib_module_names
+
+
 def _collect_docs(importlib) -> str:
     docs, seen = [], set()
     for name in STDLIB_MODULES:
@@ -291,16 +299,18 @@ def _collect_docs(importlib) -> str:
         except ImportError:
             continue
         items = [(name, mod)]
-        for attr in sorted(dir(mod)):
+        # public names only: a private helper can be swapped in by whatever else the process has
+        # imported (typing_extensions patches typing's), and the corpus must not depend on that
+        for attr in sorted(a for a in dir(mod) if not a.startswith("_")):
             try:
                 obj = getattr(mod, attr)
             except Exception:
                 continue
-            if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
+            if (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)) and _stdlib_made(obj):
                 items.append((f"{name}.{attr}", obj))
                 if inspect.isclass(obj):
                     for m in sorted(vars(obj)):
-                        if not m.startswith("__"):
+                        if not m.startswith("_"):
                             items.append((f"{name}.{attr}.{m}", getattr(obj, m, None)))
         for _, obj in items:
             doc = inspect.getdoc(obj) if obj is not None else None

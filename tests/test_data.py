@@ -1,6 +1,7 @@
 """The data layer and the built-in tasks: determinism, shapes and masks, and that each task's
 targets are what its definition says."""
 import datetime
+import os
 
 import numpy as np
 import pytest
@@ -155,6 +156,21 @@ def test_word2vec_examples_are_windows_of_the_subsampled_text():
     rare = [(x, c) for x, c in zip(b["center"], b["context"]) if x != the and c != the]
     raw = {sub.vocab.stoi[w]: 2 * i + 1 for i, w in enumerate(words)}
     assert max(abs(raw[c] - raw[x]) for x, c in rare) > 2          # past the dropped "the"s
+
+
+def test_stdlib_corpus_does_not_depend_on_what_else_is_imported():
+    """typing_extensions swaps private helpers into typing; the corpus reads public names only.
+    (A host that patches a public function loses that one docstring: pytest replaces
+    threading.excepthook, torch inspect.getfile; a patched function is never read.)"""
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, {root!r}); {pre}"
+            "from runtime.tasks import stdlib_corpus; import hashlib; "
+            "print(hashlib.sha256(stdlib_corpus().encode()).hexdigest())")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = [subprocess.run([sys.executable, "-c", code.format(root=root, pre=pre)], capture_output=True, text=True,
+                           check=True).stdout for pre in ("", "import typing_extensions, hypothesis, jsonschema; ")]
+    assert outs[0] == outs[1] and len(outs[0].strip()) == 64
 
 
 def test_unknown_task_and_parameter_are_named():
