@@ -1,0 +1,65 @@
+"""Where a training step's time goes: every plan entry timed on its own (forward and backward),
+the minimum of several repeats, summed by op and shapes. What bench/README.md's profiles quote.
+
+    python bench/profile.py [--cell lstm] [--B 32] [--T 64] [--H 128] [--top 12]
+
+Each entry runs through the same interpreter as a whole step, so an entry's figure includes its
+dispatch (~1 us); at B=1 that dominates and the split says little.
+"""
+import argparse
+import collections
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
+
+
+def profile(cell="lstm", B=32, T=64, H=128, repeat=9):
+    from graphspec.ops import REGISTRY
+    from runtime import _tape
+    from bench.throughput import Graphspec
+    names = list(REGISTRY)
+    g = Graphspec(cell, B, T, H)
+    for _ in range(3):
+        g.step()
+    ex = g.m.current
+    tape, attrs, F, I, G = ex.tape, ex.attrs, ex.F, ex.I, ex.G
+    n = len(tape)
+    fwd, bwd = [1e9] * n, [1e9] * n
+    for _ in range(repeat):
+        for i in range(n):
+            t0 = time.perf_counter()
+            _tape.forward(tape[i:i + 1], attrs[i:i + 1], F, I)
+            fwd[i] = min(fwd[i], time.perf_counter() - t0)
+        for i in range(n - 1, -1, -1):
+            t0 = time.perf_counter()
+            _tape.backward(tape[i:i + 1], attrs[i:i + 1], F, I, G)
+            bwd[i] = min(bwd[i], time.perf_counter() - t0)
+    rows = collections.defaultdict(lambda: [0, 0.0, 0.0])
+    for i in range(n):
+        r = tape[i]
+        ins = " ".join(f"{r[6 + 3 * k]}x{r[7 + 3 * k]}" for k in range(len(REGISTRY[names[r[0]]].inputs)))
+        key = (names[r[0]], f"{r[3]}x{r[4]}", ins, "(backward only: a deferred dW)" if r[1] & 256 else "")
+        rows[key][0] += 1
+        rows[key][1] += fwd[i]
+        rows[key][2] += bwd[i]
+    return n, sorted(rows.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cell", default="lstm")
+    ap.add_argument("--B", type=int, default=32)
+    ap.add_argument("--T", type=int, default=64)
+    ap.add_argument("--H", type=int, default=128)
+    ap.add_argument("--top", type=int, default=12)
+    a = ap.parse_args()
+    n, rows = profile(a.cell, a.B, a.T, a.H)
+    total = sum(f + b for _, (c, f, b) in rows)
+    print(f"{a.cell} B={a.B} T={a.T} H={a.H}: {n} plan entries, {total * 1e3:.2f} ms summed (forward + backward)")
+    print(f"{'op':14} {'out':>10} {'inputs':28} {'count':>5} {'fwd ms':>8} {'bwd ms':>8}")
+    for (op, out, ins, tag), (c, f, b) in rows[:a.top]:
+        print(f"{op:14} {out:>10} {ins:28} {c:5d} {f * 1e3:8.3f} {b * 1e3:8.3f}  {tag}")
