@@ -83,10 +83,15 @@ class Builder:
         g = self.g
         g.data = dict(d.get("data") or {})
         g.train = dict(d.get("train") or {})
-        if g.train.get("per_example") and g.train.get("optimizer", "adam") != "sgd":
-            self.probs.add(self.doc.where(("train", "optimizer" if "optimizer" in g.train else "per_example")),
-                           f"per_example updates are plain SGD's (word2vec's online updates); "
-                           f"use optimizer: sgd, not {g.train.get('optimizer', 'adam')}")
+        if g.train.get("per_example"):
+            if g.train.get("optimizer", "adam") != "sgd":
+                self.probs.add(self.doc.where(("train", "optimizer" if "optimizer" in g.train else "per_example")),
+                               f"per_example updates are plain SGD's (word2vec's online updates); "
+                               f"use optimizer: sgd, not {g.train.get('optimizer', 'adam')}")
+            for key in ("clip", "weight_decay"):
+                if g.train.get(key):
+                    self.probs.add(self.doc.where(("train", key)), f"per_example updates take no {key}: "
+                                   f"each example's SGD step is lr times its own gradient; remove {key}")
         self._load_blocks()
         self.probs.raise_if_any()
         self.dims = self._dims(d.get("dims") or {})

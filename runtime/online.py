@@ -84,5 +84,8 @@ def _word2vec_form(plan) -> Optional[tuple]:
     if (v.buf != look.out.buf or head.out.buf != plan.losses[0].buf or not bufs[E.buf].learn
             or not bufs[W.buf].learn or bufs[ids.buf].kind != "input" or bufs[y.buf].kind != "input"):
         return None
+    # one example per row: inputs without an axis (a sequence of ids is not word2vec's form)
+    if any(len(bufs[b].shape) != 2 or bufs[b].shape[0] != plan.batch for b in (ids.buf, y.buf)):
+        return None
     info = {"op": head.op, "mean": look.op == "embed_mean", "ids": ids.buf, "y": y.buf, "k": head.attrs.get("k", 0)}
     return info, E.buf, W.buf, table.buf

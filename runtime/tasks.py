@@ -404,8 +404,12 @@ class Words(Task):
             ids = self.ids[lo:hi]
             u = np.random.default_rng([int(seed), SPLITS[split], int(n), 7]).random(len(ids))
             kept = ids[u < self.keep[ids]]
-            if len(kept) < 2 * self.p["window"] + 2:         # a tiny split: keep every word
+            W = self.p["window"]
+            if len(kept) < 2 * W + 2:         # a tiny split: keep every word
                 kept = ids
+            if len(kept) < 2 * W + 2:
+                raise ValueError(f"task words: the {split} split has {len(ids)} words; a window of {W} "
+                                 f"needs at least {2 * W + 2} (use more text or a smaller window)")
             self._pass = (key, kept)
         return self._pass[1]
 

@@ -211,6 +211,11 @@ CASES = [
     ("per_example_adam.yaml", [
         "tests/bad_specs/per_example_adam.yaml:12:20: per_example updates are plain SGD's (word2vec's online "
         "updates); use optimizer: sgd, not adam"]),
+    ("per_example_clip.yaml", [
+        "tests/bad_specs/per_example_clip.yaml:12:50: per_example updates take no clip: each example's SGD step "
+        "is lr times its own gradient; remove clip",
+        "tests/bad_specs/per_example_clip.yaml:12:69: per_example updates take no weight_decay: each example's SGD "
+        "step is lr times its own gradient; remove weight_decay"]),
     ("slice_negative_start.yaml", [
         "tests/bad_specs/slice_negative_start.yaml:17:23: slice [-4:4] is out of range for f[16] (in node 'o')",
     ]),

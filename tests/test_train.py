@@ -114,6 +114,36 @@ def test_fused_per_example_sgd_equals_the_plan_one_example_at_a_time(spec, mode)
     assert np.abs(pf["E"]).max() > 0 and np.abs(pf[next(k for k in pf if k != "E")]).max() > 0
 
 
+def test_per_example_on_a_sequence_spec_takes_the_general_path():
+    """Ids on a time axis are not the word2vec form: the fused kernels must not be picked."""
+    from runtime.online import Online, _word2vec_form
+    text = """
+name: seq_w2v
+dims: {V: 9, D: 4}
+inputs:
+  x: {tokens: V, axis: t}
+  y: {tokens: V, axis: t, target: true}
+params:
+  E: {shape: [V, D]}
+nodes:
+  v: E[x]
+loss: negsample_head(v, y, V, k=2)
+train: {optimizer: sgd, per_example: true}
+"""
+    rng = np.random.default_rng(0)
+    m = Model("seq_w2v.yaml", text=text, dtype=np.float64, tables={"unigram": rng.integers(0, 9, (50, 1))})
+    batch = {"x": rng.integers(0, 9, (3, 4)), "y": rng.integers(0, 9, (3, 4)), "x_mask": np.ones((3, 4))}
+    loss = Online(m, Optimizer({"optimizer": "sgd"}, m.nlearn)).step(batch, 0.1, 0)
+    assert np.isfinite(loss) and _word2vec_form(m.executor({"t": 3}, 4).plan) is None
+
+
+def test_a_words_split_too_short_for_its_window_is_named():
+    from runtime.tasks import Words
+    w = Words(text=" ".join(["alpha", "beta", "gamma"] * 60), window=5, min_count=1, sample=0)
+    with pytest.raises(ValueError, match="task words: the valid split has 9 words; a window of 5 needs at least 12"):
+        w.batch("valid", 4, 0, 0)
+
+
 def test_same_seed_same_losses():
     spec = os.path.join(ROOT, "specs", "bilstm_sum.yaml")
     task = get_task("neighbours")
