@@ -140,12 +140,7 @@ class _Compiler:
         make the same rows in the same loop (or both hoisted): fusing a hoisted U x into a
         per-step add would undo the hoisting. a must have y's columns (its rows may repeat)."""
         g = self.g
-        users = {}
-        for n in g.nodes.values():
-            for a in n.args:
-                users[a.node] = users.get(a.node, 0) + 1
-            if n.init is not None:
-                users[n.init.node] = users.get(n.init.node, 0) + 1
+        users = g.consumers()
         kept = {op.node for op in g.outputs.values()} | set(g.losses)
         count = 0
         for n in list(g.nodes.values()):
@@ -154,7 +149,7 @@ class _Compiler:
             for k in (1, 0):
                 q, p = n.args[k], n.args[1 - k]
                 m, other = g.nodes[q.node], g.nodes[p.node]
-                if (m.op == "matmul" and q.mode == "step" and q.delay == 0 and users.get(m.name) == 1
+                if (m.op == "matmul" and q.mode == "step" and q.delay == 0 and len(users[m.name]) == 1
                         and m.name not in kept and m.init is None
                         and self.loop_of.get(m.name) == self.loop_of.get(n.name)
                         and m.axis == n.axis and m.ty == n.ty

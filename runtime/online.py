@@ -37,14 +37,16 @@ class Online:
         if opt.kind != "sgd" or opt.wd:
             raise ValueError("per-example updates are plain SGD's: optimizer sgd without weight decay")
         self.model, self.opt = model, opt
-        self.fused: Optional[dict] = None
+        self.forms: dict = {}           # plan id -> its word2vec form (or None), found once
 
     def step(self, batch: dict, lr: float, seed: int, fused: bool = True) -> float:
         """The mean over the batch of each example's loss (taken before its own update)."""
         m = self.model
         lengths, B = m.shape_of(batch)
         ex = m.executor(lengths, B, "train")
-        form = _word2vec_form(ex.plan) if fused else None
+        if id(ex.plan) not in self.forms:
+            self.forms[id(ex.plan)] = _word2vec_form(ex.plan)
+        form = self.forms[id(ex.plan)] if fused else None
         if form is None:
             return self._general(batch, B, lr, seed)
         head, E, W, table = form

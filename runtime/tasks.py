@@ -371,6 +371,11 @@ class Words(Task):
         self.keep = np.minimum(1.0, (np.sqrt(f / t) + 1) * t / np.maximum(f, 1e-12)) if t else np.ones_like(f)
         n = len(self.ids)
         self.bounds = {"train": (0, int(n * 0.95)), "valid": (int(n * 0.95), n), "test": (int(n * 0.95), n)}
+        # examples in one pass over a split: a centre per kept word, times E[2 b] = W + 1 context
+        # words for skip-gram (one example per pair)
+        pairs = self.p["window"] + 1 if self.p["mode"] == "skipgram" else 1
+        self.per_pass = {s: max(1, int(self.keep[self.ids[lo:hi]].sum() * pairs)) for s, (lo, hi) in self.bounds.items()}
+        self._pass = (None, None)       # (split, seed, pass) and its subsampled words
 
     def corpus_ids(self):
         return self.ids
@@ -381,25 +386,17 @@ class Words(Task):
         taken, so a window reaches past them; the window shrinks at random to 1..W."""
         W = self.p["window"]
         skipgram = self.p["mode"] == "skipgram"
-        kept = self._pass_words(split, seed, (step * B) // self._examples_per_pass(split))
+        kept = self._pass_words(split, seed, (step * B) // self.per_pass[split])
         rng = rng_for(seed, split, step)
         centers = np.empty(B, np.int64)
         context = np.empty((B, 1) if skipgram else (B, 2 * W), np.int64)
         _word_examples(rng.random((4, B)), kept, W, skipgram, centers, context)
         return {"center": centers, "context": context[:, 0] if skipgram else context}
 
-    @functools.lru_cache(maxsize=None)
-    def _examples_per_pass(self, split) -> int:
-        """Examples in one pass over the split: a centre per kept word, times E[2 b] = W + 1
-        context words for skip-gram (one example per pair)."""
-        lo, hi = self.bounds[split]
-        kept = float(self.keep[self.ids[lo:hi]].sum())
-        return max(1, int(kept * (self.p["window"] + 1 if self.p["mode"] == "skipgram" else 1)))
-
     def _pass_words(self, split, seed, n) -> np.ndarray:
         """The split's words after pass n's subsampling (cached: a pass spans many batches)."""
         key = (split, seed, n)
-        if getattr(self, "_pass", (None,))[0] != key:
+        if self._pass[0] != key:
             lo, hi = self.bounds[split]
             ids = self.ids[lo:hi]
             u = np.random.default_rng([int(seed), SPLITS[split], int(n), 7]).random(len(ids))

@@ -6,6 +6,7 @@ example; the loops are written so that each one vectorises: a dot in the arrays'
 import numpy as np
 
 from ..jit import const, jit, jit_sum
+from .embedding import embed_bwd, embed_fwd, embed_mean_bwd, embed_mean_fwd
 from .vecmath import dot_rows, fast_sigmoid, fast_softplus
 
 
@@ -149,38 +150,16 @@ def negsample_rows(v, y, table, W, out, k, norm, drawn, mark):
 # them for the two-node word2vec form; tests/test_train.py checks them against the plan).
 
 @jit
-def _input_vector(E, ids, r, mean, v):
-    """v[0] = E[ids[r, 0]], or the mean of E over the ids of row r that are in range (CBOW);
-    returns how many rows were read (0: v = 0)."""
-    V, D = E.shape
-    if not mean:                                # skip-gram: a copy
-        k = ids[r, 0]
-        inside = 0 <= k < V
-        for j in range(D):
-            v[0, j] = E[k, j] if inside else 0
-        return 1 if inside else 0
-    for j in range(D):
-        v[0, j] = 0
-    n = 0
-    for c in range(ids.shape[1]):
-        k = ids[r, c]
-        if 0 <= k < V:
-            n += 1
-            for j in range(D):
-                v[0, j] += E[k, j]
-    if n > 1:
-        inv = const(v, 1.0 / n)
-        for j in range(D):
-            v[0, j] *= inv
-    return n
-
-
-@jit
 def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
-    """One example: every dot with W before any update (as the plan's backward sees them);
-    g_t = lr (sigmoid(v . W[t]) - label_t); e = sum_t g_t W[t]; W[t] -= g_t v; E[ids] -= e / n.
+    """One example: v = E[ids[r]] (or their mean) as embed / embed_mean compute it; every dot with
+    W before any update (as the plan's backward sees them); g_t = lr (sigmoid(v . W[t]) - label_t);
+    e = -sum_t g_t W[t]; W[t] -= g_t v; then E gets e as embed's backward hands out a gradient.
     z[r, t] = -+ v . W[t], whose softplus is the example's loss (summed later, vectorised)."""
-    n = _input_vector(E, ids, r, mean, v)
+    row = ids[r:r + 1]
+    if mean:
+        embed_mean_fwd(E, row, v, 0.0)
+    else:
+        embed_fwd(E, row, v)
     for t in range(nt):
         g[t] = dot_rows(v, 0, W, targets[t])
     one, two = const(v, 1.0), const(v, 2.0)
@@ -191,15 +170,13 @@ def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
     for j in range(v.shape[1]):
         e[0, j] = 0
     for t in range(nt):
-        _axpy_row(g[t], W, targets[t], e, 0)
+        _axpy_row(-g[t], W, targets[t], e, 0)
     for t in range(nt):
         _axpy_row(-g[t], v, 0, W, targets[t])
-    if n:
-        inv = const(E, -1.0 / n)
-        for c in range(ids.shape[1] if mean else 1):
-            k = ids[r, c]
-            if 0 <= k < E.shape[0]:
-                _axpy_row(inv, e, 0, E, k)
+    if mean:
+        embed_mean_bwd(E, row, v, e, E, row, 1, 0.0)
+    else:
+        embed_bwd(E, row, v, e, E, row, 1)
 
 
 @jit
