@@ -2,7 +2,7 @@
 plan of the same length whose entries do no work (every entry a zero-row copy, dispatched
 forward and backward through the same interpreter loop).
 
-    python bench/overhead.py [--cell lstm] [--B 32] [--T 64] [--H 128]
+    python bench/overhead.py [--cell lstm] [--B 32] [--T 64] [--H 128] [--smoke]
 """
 import argparse
 import os
@@ -50,7 +50,10 @@ if __name__ == "__main__":
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--T", type=int, default=64)
     ap.add_argument("--H", type=int, default=128)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the script runs")
     a = ap.parse_args()
-    r = measure(a.cell, a.B, a.T, a.H)
+    if a.smoke:
+        a.B, a.T, a.H = 1, 4, 8
+    r = measure(a.cell, a.B, a.T, a.H, repeat=1 if a.smoke else 9)
     print(f"{a.cell} B={a.B} T={a.T} H={a.H}: {r['entries']} plan entries; training step {r['step_ms']:.2f} ms; "
           f"same-length plan doing no work {r['empty_plan_ms']:.3f} ms = {100 * r['overhead']:.2f}% of the step")

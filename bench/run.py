@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/results.json and the tables in bench/README.md.
 
-    pip install -e '.[bench]' && python bench/run.py [--quick]
+    pip install -e '.[bench]' && python bench/run.py [--quick] [--smoke --out DIR]
 
 Throughput against torch (bench/throughput.py), word2vec against gensim (bench/word2vec.py),
 compile time against T (bench/compile.py), GFLOP/s, start times and memory (bench/system.py).
@@ -24,17 +24,22 @@ MARK = "<!-- results -->"
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rounds, the two smaller sizes")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that everything runs")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench"),
+                    help="where results.json and README.md go (default bench/; the README's head is read from bench/)")
     a = ap.parse_args()
     from bench import system, throughput, word2vec
     t0 = time.time()
     res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}
-    sizes = throughput.SIZES[:2] if a.quick else throughput.SIZES
-    res["throughput"] = throughput.measure(sizes=sizes, rounds=3 if a.quick else 7, steps=5)
-    res["seq2seq"] = throughput.measure_seq2seq(rounds=3 if a.quick else 7)
-    res["word2vec"] = word2vec.measure(epochs=5)
-    res["system"] = system.measure()
+    sizes = throughput.SMOKE_SIZES if a.smoke else throughput.SIZES[:2] if a.quick else throughput.SIZES
+    rounds = 1 if a.smoke else 3 if a.quick else 7
+    res["throughput"] = throughput.measure(sizes=sizes, rounds=rounds, steps=1 if a.smoke else 5)
+    res["seq2seq"] = throughput.measure_seq2seq(rounds=rounds, steps=1 if a.smoke else 5)
+    res["word2vec"] = word2vec.measure(epochs=1, rounds=1) if a.smoke else word2vec.measure(epochs=5)
+    res["system"] = system.measure(smoke=a.smoke)
     res["seconds"] = time.time() - t0
-    with open(os.path.join(ROOT, "bench", "results.json"), "w") as f:
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     s = res["system"]
     comp = "\n".join(f"| {r['T']} | {r['unroll_s']:.3f} | {r['plan_s'] + r['tape_s']:.3f} | {r['plan_ops']} |" for r in s["compile"])
@@ -71,14 +76,18 @@ target tokens/s, torch {res['seq2seq']['torch nn']['tokens_per_s']:,.0f}: ratio 
 
 ### Start and memory
 
-- cold start to the first training step (empty numba cache): {s['start']['cold_start_s']:.1f} s; warm start: {s['start']['warm_start_s']:.2f} s
+- cold start to the first training step (empty numba cache): {_secs(s['start']['cold_start_s'])}; warm start: {s['start']['warm_start_s']:.2f} s
 - LSTM at T=1000 (B=32, H=128), memory of one forward+backward: graphspec {m['graphspec_step_mb']:.0f} MB, torch {m['torch_step_mb']:.0f} MB (ratio {m['ratio graphspec/torch (step memory)']:.2f})
 """
     path = os.path.join(ROOT, "bench", "README.md")
     head = open(path).read().split(MARK)[0] if os.path.exists(path) else "# Benchmarks\n\n"
-    with open(path, "w") as f:
+    with open(os.path.join(a.out, "README.md"), "w") as f:
         f.write(head + text)
     print(text)
+
+
+def _secs(v) -> str:
+    return "not measured" if v is None else f"{v:.1f} s"
 
 
 if __name__ == "__main__":

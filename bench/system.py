@@ -2,7 +2,9 @@
 warm start to the first training step, and peak memory of the LSTM at T=1000 against PyTorch.
 Each start and memory figure is measured in a fresh subprocess.
 
-    python bench/system.py [--json out.json]
+    python bench/system.py [--smoke] [--json out.json]
+
+`--smoke` runs tiny sizes and skips the cold start (a minute of numba compiles).
 """
 from __future__ import annotations
 
@@ -76,24 +78,28 @@ print(time.perf_counter() - t0)
 """
 
 
-def start_times() -> dict:
+def start_times(cold=True) -> dict:
+    """Cold: an empty numba cache; warm: the same cache again (cold=False: the project's cache)."""
     spec = os.path.join(ROOT, "bench", "specs", "lstm.yaml")
     code = START.format(root=ROOT, spec=spec)
-    cache = tempfile.mkdtemp(prefix="numba-cold-")
+    cache = tempfile.mkdtemp(prefix="numba-cold-") if cold else os.path.join(ROOT, ".numba_cache")
+    inner_cold = cold_s = None
     try:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        t0 = time.perf_counter()
-        inner_cold = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                          check=True).stdout.strip().splitlines()[-1])
-        cold = time.perf_counter() - t0
+        if cold:
+            t0 = time.perf_counter()
+            inner_cold = float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                              check=True).stdout.strip().splitlines()[-1])
+            cold_s = time.perf_counter() - t0
         warm = []
         for _ in range(3):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
             warm.append(time.perf_counter() - t0)
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    return {"cold_start_s": cold, "cold_in_process_s": inner_cold, "warm_start_s": float(np.median(warm))}
+        if cold:
+            shutil.rmtree(cache, ignore_errors=True)
+    return {"cold_start_s": cold_s, "cold_in_process_s": inner_cold, "warm_start_s": float(np.median(warm))}
 
 
 SAMPLER = r"""
@@ -153,18 +159,23 @@ def memory(T=1000, B=32, H=128) -> dict:
     return res
 
 
-def measure() -> dict:
+def measure(smoke=False) -> dict:
     from bench.compile import measure as compile_times
+    spec = os.path.join(ROOT, "specs", "lstm.yaml")
+    if smoke:
+        return {"matmul_peak_gflops": matmul_peak(128, 1), "achieved": [achieved(B=1, T=4, H=8, steps=1)],
+                "start": start_times(cold=False), "memory": memory(T=20, B=2, H=8),
+                "compile": compile_times(spec, 2, (10, 20))}
     return {"matmul_peak_gflops": matmul_peak(), "achieved": [achieved(H=128), achieved(B=64, H=512, steps=3)],
-            "start": start_times(), "memory": memory(),
-            "compile": compile_times(os.path.join(ROOT, "specs", "lstm.yaml"), 32)}
+            "start": start_times(), "memory": memory(), "compile": compile_times(spec, 32)}
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, no cold start: checks the script runs")
     ap.add_argument("--json")
     a = ap.parse_args()
-    res = measure()
+    res = measure(a.smoke)
     print(json.dumps(res, indent=1))
     if a.json:
         with open(a.json, "w") as f:

@@ -7,7 +7,7 @@ cell writes). Systems are interleaved round by round; tokens/s is the median ove
 median step time after warm-up, and a ratio is the median over rounds of that round's ratio (the
 two systems measured side by side, so a slow spell of the shared machine cancels).
 
-    python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--json out.json]
+    python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--smoke] [--json out.json]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
 
 SIZES = [(1, 64, 32), (32, 64, 128), (64, 64, 512)]     # (B, T, H)
+SMOKE_SIZES = [(1, 4, 8)]
 CELLS = ["rnn", "lstm", "gru"]
 V = E = 64
 
@@ -273,9 +274,13 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--quick", action="store_true", help="the two smaller sizes only")
+    ap.add_argument("--smoke", action="store_true", help="one tiny size, one round: checks the script runs")
     ap.add_argument("--json")
     a = ap.parse_args()
-    rows = measure(a.cells.split(","), SIZES[:2] if a.quick else SIZES, a.rounds, a.steps)
+    sizes = SMOKE_SIZES if a.smoke else SIZES[:2] if a.quick else SIZES
+    if a.smoke:
+        a.rounds, a.steps = 1, 1
+    rows = measure(a.cells.split(","), sizes, a.rounds, a.steps, warmup=1 if a.smoke else 2)
     print(table(rows))
     if a.json:
         with open(a.json, "w") as f:

@@ -9,7 +9,7 @@ step after every example, examples drawn 1024 to a batch); gensim runs its Cytho
 and with 2 worker threads. graphspec runs on one thread, so "per worker" compares it with
 gensim's 1-worker figure.
 
-    python bench/word2vec.py [--epochs 5] [--json out.json]
+    python bench/word2vec.py [--epochs 5] [--smoke] [--json out.json]
 """
 from __future__ import annotations
 
@@ -145,9 +145,10 @@ def table(rows) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="one epoch, one round: checks the script runs")
     ap.add_argument("--json")
     a = ap.parse_args()
-    rows = measure(a.epochs)
+    rows = measure(1, rounds=1) if a.smoke else measure(a.epochs)
     print(table(rows))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,7 +1,10 @@
 """Where a training step's time goes: every plan entry timed on its own (forward and backward),
 the minimum of several repeats, summed by op and shapes. What bench/README.md's profiles quote.
 
-    python bench/profile.py [--cell lstm] [--B 32] [--T 64] [--H 128] [--top 12]
+    python bench/profile_plan.py [--cell lstm] [--B 32] [--T 64] [--H 128] [--top 12] [--smoke]
+
+(Not `profile.py`: a script's folder comes first on sys.path, and the standard library's
+`profile`, which torch imports through cProfile, would be this file.)
 
 Each entry runs through the same interpreter as a whole step, so an entry's figure includes its
 dispatch (~1 us); at B=1 that dominates and the split says little.
@@ -56,8 +59,11 @@ if __name__ == "__main__":
     ap.add_argument("--T", type=int, default=64)
     ap.add_argument("--H", type=int, default=128)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the script runs")
     a = ap.parse_args()
-    n, rows = profile(a.cell, a.B, a.T, a.H)
+    if a.smoke:
+        a.B, a.T, a.H = 1, 4, 8
+    n, rows = profile(a.cell, a.B, a.T, a.H, repeat=1 if a.smoke else 9)
     total = sum(f + b for _, (c, f, b) in rows)
     print(f"{a.cell} B={a.B} T={a.T} H={a.H}: {n} plan entries, {total * 1e3:.2f} ms summed (forward + backward)")
     print(f"{'op':14} {'out':>10} {'inputs':28} {'count':>5} {'fwd ms':>8} {'bwd ms':>8}")
