@@ -510,6 +510,10 @@ class _Compiler:
                 if d in sup and sup[d] != sup[n.name]:
                     cg.add_edge(sup[d], sup[n.name])
         naive = 0
+        # inputs read at t-k (the teacher-forced target y[t-1]) need their initial slots too: <bos>
+        for n in g.nodes.values():
+            if n.op == "input" and n.init is not None:
+                self._emit_inits(n)
         for s in nx.lexicographical_topological_sort(cg, key=lambda s: key[s]):
             if s[0] == "loop":
                 self._emit_loop(self.loops[s[1]])

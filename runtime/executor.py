@@ -3,7 +3,8 @@
 The interpreter loop (runtime/_tape.py) is *generated* from the op registry: one branch per
 primitive calling its kernel pair with views of the flat arrays, so an op cannot be half-added
 and there is no Python-level dispatch per op or per time step. `python -m runtime.executor`
-regenerates it; tests/test_registry.py fails when it is stale.
+regenerates it (never done on import); importing a stale one fails with that instruction, and
+tests/test_registry.py compares the committed file with what the generator makes.
 """
 from __future__ import annotations
 
@@ -107,22 +108,29 @@ def generate() -> str:
     return "\n".join(L)
 
 
-def _ensure_generated():
-    src = generate()
+def write_generated():
+    """Regenerate runtime/_tape.py (`python -m runtime.executor`): after adding an op or
+    changing a kernel. Never done on import, so the committed file is what runs and what
+    tests/test_registry.py compares with."""
+    with open(TAPE_FILE, "w") as f:
+        f.write(generate())
+
+
+def _check_generated():
     try:
         with open(TAPE_FILE) as f:
-            if f.read() == src:
-                return
+            current = f.read() == generate()
     except FileNotFoundError:
-        pass
-    try:
-        with open(TAPE_FILE, "w") as f:
-            f.write(src)
-    except OSError:         # an installed, read-only package: the shipped file is what we have
-        pass
+        current = False
+    if not current:
+        raise ImportError(f"{TAPE_FILE} does not match the op registry and kernels: "
+                          f"run `python -m runtime.executor` to regenerate it")
 
 
-_ensure_generated()
+if __name__ == "__main__":
+    write_generated()
+else:
+    _check_generated()
 from . import _tape  # noqa: E402
 
 
@@ -272,5 +280,4 @@ class Executor:
 
 
 if __name__ == "__main__":
-    _ensure_generated()
     print(f"wrote {TAPE_FILE}", file=sys.stderr)

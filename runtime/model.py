@@ -122,12 +122,17 @@ class Model:
         return self.current.view(node).copy()
 
     def output(self, name: str) -> np.ndarray:
-        """An output of the spec, time-major [T, B, cols] (or [B, cols] if static)."""
+        """An output of the spec, time-major [T, B, cols] for a value per step (or `all(h)`),
+        [B, cols] for a static one and for `first(h)` / `last(h)`."""
         node, mode = self.current.plan.outputs[name]
         b = self.current.plan.buffers[node]
         v = self.current.view(node)
         if len(b.shape) == 3:
             v = v[b.pre:b.shape[0] - b.post]
+            if mode == "first":
+                v = v[0]
+            elif mode == "lastslot":        # last(h) on an axis without padding: the last slot
+                v = v[-1]
         return v.copy()
 
     # ------------------------------------------------------------ params

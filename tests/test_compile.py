@@ -1,4 +1,6 @@
 """The compiler: hoisting, delays, loops, deferred weight gradients, on small specs."""
+import pytest
+
 import graphspec
 from graphspec.compile import compile_graph
 
@@ -138,3 +140,54 @@ def test_fused_gru_cell_matches_the_gru_after_block():
     fused, _ = fused_and_plain(spec, batch, bind=bind, seed=2, jitter=0.5)
     stats = fused.current.plan.stats
     assert (stats["fused gru cells"], stats["fused lstm cells"]) == (2, 1)
+
+
+TEACHER = """
+name: tf
+dims: {V: 6, D: 3}
+inputs:
+  y: {tokens: V, axis: t, target: true}
+params:
+  E: {shape: [V, D], init: normal(1.0)}
+  V_o: {shape: [V, D], init: normal(1.0)}
+nodes:
+  prev: teacher_forced(y, o)
+  o: V_o @ E[prev]
+loss: cross_entropy(o, y)
+"""
+
+
+def test_teacher_forcing_reads_bos_at_the_first_step_in_every_mode():
+    """docs/spec.md: at t=0 both the teacher-forced and the free-running input are <bos> (2).
+    One step, one example: the three modes see the same input, and E's gradient lands on <bos>."""
+    import numpy as np
+    from runtime.model import Model
+    m = Model("tf.yaml", text=TEACHER, dtype=np.float64)
+    batch = {"y": np.array([[4]]), "y_mask": np.ones((1, 1))}
+    E, V_o = m.param("E"), m.param("V_o")
+    logits = V_o @ E[2]
+    want = np.log(np.exp(logits).sum()) - logits[4]
+    train = m.forward(batch, mode="train")
+    m.backward()
+    grad = m.grads()["E"]
+    assert train == pytest.approx(want, rel=1e-12)
+    assert m.forward(batch, mode="eval") == pytest.approx(want, rel=1e-12)
+    assert m.forward(batch, mode="free") == pytest.approx(want, rel=1e-12)
+    assert np.abs(grad[2]).sum() > 0 and np.abs(np.delete(grad, 2, axis=0)).sum() == 0
+
+
+def test_an_output_reads_the_step_its_mode_names():
+    import numpy as np
+    from runtime.model import Model
+    spec = ELMAN.replace("loss: cross_entropy(o, y)", "loss: cross_entropy(o, y)\noutputs:\n  "
+                         "first_h: first(h)\n  last_h: last(h)\n  every_h: h")
+    m = Model("elman.yaml", text=spec, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    T, B = 4, 3
+    batch = {"x": rng.integers(0, 11, (T, B)), "y": rng.integers(0, 11, (T, B)),
+             "x_mask": (np.arange(T)[:, None] < np.array([4, 2, 3])).astype(float)}
+    m.forward(batch)
+    h = m.value("h")[1:]                                 # [T, B, H] without the initial slot
+    np.testing.assert_array_equal(m.output("every_h"), h)
+    np.testing.assert_array_equal(m.output("first_h"), h[0])
+    np.testing.assert_array_equal(m.output("last_h"), h[[3, 1, 2], np.arange(B)])

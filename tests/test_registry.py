@@ -24,5 +24,16 @@ def test_shipped_schema_is_generated_from_the_registry():
 
 
 def test_generated_interpreter_is_current():
+    """The committed file, not one rewritten on import (importing never writes it)."""
     with open(executor.TAPE_FILE) as f:
         assert f.read() == executor.generate(), "run: python -m runtime.executor"
+
+
+def test_a_stale_interpreter_is_refused_not_rewritten(tmp_path, monkeypatch):
+    import pytest
+    stale = tmp_path / "_tape.py"
+    stale.write_text("# an interpreter from before an op was added\n")
+    monkeypatch.setattr(executor, "TAPE_FILE", str(stale))
+    with pytest.raises(ImportError, match=r"run `python -m runtime.executor` to regenerate it"):
+        executor._check_generated()
+    assert stale.read_text() == "# an interpreter from before an op was added\n"
