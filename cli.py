@@ -65,6 +65,11 @@ def cmd_compile(args):
     if bind:
         g = graphspec.load(args.spec, bind=bind)
     lengths = _lengths(args, g)
+    if args.after:
+        from graphspec.compile import make_ctx
+        from graphspec.passes import print_ir, run
+        print(print_ir(run(g, make_ctx(g, lengths, args.batch), until=args.after), args.after))
+        return 0
     plan = compile_graph(g, lengths, args.batch)
     if args.plan:
         print(plan.listing())
@@ -82,8 +87,9 @@ def cmd_compile(args):
     print(f"  unrolled nodes: {s['unrolled nodes']}")
     print(f"  plan ops: {s['plan ops before hoisting']} one per node and step -> {s['plan ops']} after hoisting "
           f"{s['hoisted nodes']} nodes out of the loops")
-    fused = [f"{s[k]} {what}" for k, what in (("fused lstm cells", "LSTM cells"), ("fused gru cells", "GRU cells"),
-                                              ("fused affine", "matmul+add -> affine")) if s.get(k)]
+    fused = [f"{s[k]} {what}" for k, what in (("fused affine", "matmul+add -> affine"),
+                                              ("fused groups", f"elementwise groups ({s.get('fused nodes', 0)} nodes)"))
+             if s.get(k)]
     if fused:
         print(f"  fused: {', '.join(fused)}")
     print(f"  activation memory: {memory_estimate(plan) / 2**20:.2f} MiB (float32 values and gradients)")
@@ -107,6 +113,7 @@ def cmd_schema(args):
 
 # ---------------------------------------------------------------- dispatch
 def build_parser() -> argparse.ArgumentParser:
+    from graphspec.passes import PASSES
     p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
 
@@ -120,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=32)
     s.add_argument("--bind", action="append", metavar="DIM=N", help="a dim the data would bind (V=60)")
     s.add_argument("--plan", action="store_true", help="print the plan, one equation a line")
+    s.add_argument("--after", choices=PASSES, metavar="PASS",
+                   help=f"print the IR after a compiler pass ({', '.join(PASSES)})")
     s.set_defaults(fn=cmd_compile)
 
     s = sub.add_parser("render", help="print the spec fully expanded, every default filled in")

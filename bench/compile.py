@@ -35,7 +35,7 @@ def measure(spec: str, batch: int, lengths=(10, 100, 1000)):
         Ls = {a: T for a in g.axes}
         tu, dag = timed(lambda: unroll(g, Ls))
         tp, plan = timed(lambda: compile_graph(g, Ls, batch))
-        tt, _ = timed(lambda: plan.tape())
+        tt, _ = timed(lambda: plan.encode())
         rows.append({"T": T, "load_s": load, "unroll_s": tu, "plan_s": tp, "tape_s": tt,
                      "dag_nodes": dag.number_of_nodes(), "plan_ops": len(plan.eqns)})
     return rows

@@ -18,8 +18,9 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
 
 
 def measure(cell="lstm", B=32, T=64, H=128, repeat=9):
-    from graphspec.ops import OPCODES
-    from runtime import _tape
+    from graphspec.plan import Eqn, Plan, View
+    from runtime import interp
+    from runtime.executor import Executor
     from bench.throughput import Graphspec
     g = Graphspec(cell, B, T, H)
     for _ in range(3):
@@ -30,18 +31,18 @@ def measure(cell="lstm", B=32, T=64, H=128, repeat=9):
         g.step()
         real.append(time.perf_counter() - t0)
     ex = g.m.current
-    empty = ex.tape.copy()
-    empty[:, 0] = OPCODES["copy"]
-    empty[:, 1] = 1            # need input 0: the backward entry is dispatched too
-    empty[:, 2:] = 0           # zero rows: views are built, kernels loop over nothing
+    # the same number of entries, each a copy of zero rows: views are built, kernels loop over nothing
+    empty = Plan("empty", 1, {}, fsize=1)
+    empty.eqns = [Eqn("copy", View("f", 0, 0, 1), [View("f", 0, 0, 1)], {}, (True,)) for _ in ex.plan.eqns]
+    idle_ex = Executor(empty, ex.dtype)
     idle = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        _tape.forward(empty, ex.attrs, ex.F, ex.I)
-        _tape.backward(empty, ex.attrs, ex.F, ex.I, ex.G)
+        interp.forward(idle_ex.fwd, idle_ex.offsets, idle_ex.records, idle_ex.attrs, ex.F, ex.G, ex.I)
+        interp.backward(idle_ex.bwd, idle_ex.offsets, idle_ex.records, idle_ex.attrs, ex.F, ex.G, ex.I)
         idle.append(time.perf_counter() - t0)
     step, over = statistics.median(real), statistics.median(idle)
-    return {"entries": len(empty), "step_ms": step * 1e3, "empty_plan_ms": over * 1e3, "overhead": over / step}
+    return {"entries": len(empty.eqns), "step_ms": step * 1e3, "empty_plan_ms": over * 1e3, "overhead": over / step}
 
 
 if __name__ == "__main__":

@@ -21,31 +21,28 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(ROOT, ".numba_cache"))
 
 
 def profile(cell="lstm", B=32, T=64, H=128, repeat=9):
-    from graphspec.ops import REGISTRY
-    from runtime import _tape
+    from runtime import interp
     from bench.throughput import Graphspec
-    names = list(REGISTRY)
     g = Graphspec(cell, B, T, H)
     for _ in range(3):
         g.step()
     ex = g.m.current
-    tape, attrs, F, I, G = ex.tape, ex.attrs, ex.F, ex.I, ex.G
-    n = len(tape)
+    eqns = ex.plan.eqns
+    n = len(eqns)
     fwd, bwd = [1e9] * n, [1e9] * n
     for _ in range(repeat):
         for i in range(n):
             t0 = time.perf_counter()
-            _tape.forward(tape[i:i + 1], attrs[i:i + 1], F, I)
+            interp.forward(ex.fwd[i:i + 1], ex.offsets[i:i + 1], ex.records, ex.attrs[i:i + 1], ex.F, ex.G, ex.I)
             fwd[i] = min(fwd[i], time.perf_counter() - t0)
         for i in range(n - 1, -1, -1):
             t0 = time.perf_counter()
-            _tape.backward(tape[i:i + 1], attrs[i:i + 1], F, I, G)
+            interp.backward(ex.bwd[i:i + 1], ex.offsets[i:i + 1], ex.records, ex.attrs[i:i + 1], ex.F, ex.G, ex.I)
             bwd[i] = min(bwd[i], time.perf_counter() - t0)
     rows = collections.defaultdict(lambda: [0, 0.0, 0.0])
-    for i in range(n):
-        r = tape[i]
-        ins = " ".join(f"{r[6 + 3 * k]}x{r[7 + 3 * k]}" for k in range(len(REGISTRY[names[r[0]]].inputs)))
-        key = (names[r[0]], f"{r[3]}x{r[4]}", ins, "(backward only: a deferred dW)" if r[1] & 256 else "")
+    for i, e in enumerate(eqns):
+        ins = " ".join(f"{v.rows}x{v.cols}" for v in e.ins)
+        key = (e.op, f"{e.out.rows}x{e.out.cols}", ins, "(backward only: a deferred dW)" if e.nofwd else "")
         rows[key][0] += 1
         rows[key][1] += fwd[i]
         rows[key][2] += bwd[i]

@@ -139,47 +139,31 @@ def _shown(name: str) -> str:
     return name.split("#")[0]
 
 
-def _concat_rule(ts, attrs):
-    """concat(a, b, ...) joins features; lowered to one `place` per part."""
-    for t in ts:
-        if t.seq is not None:
-            raise ShapeError(f"concat: {t} spans an axis; concat joins one vector per step")
-    if any(t.feat == ANY for t in ts):
-        return Ty(ANY)
-    if any(isinstance(t.feat, str) for t in ts):
-        return Ty("+".join(str(t.feat) for t in ts))
-    return Ty(sum(t.feat for t in ts))
-
-
 def shape_rule(op: str):
-    return _concat_rule if op == "concat" else REGISTRY[op].shape
+    return REGISTRY[op].shape
 
 
 def _prepare(g: Graph, n: Node, ts) -> bool:
-    """Fill in what lowering left open once operand types are known: split widths, CBOW
-    window widths, the masks of losses and attention. False if it must wait."""
-    if n.op == "take" and n.attrs["width"] < 0:
-        k, feat = -n.attrs["width"], ts[0].feat
-        if not isinstance(feat, int):
-            return False
-        if feat % k:
-            raise ShapeError(f"split: size {feat} of '{_shown(n.args[0].node)}' does not divide into {k} parts")
-        n.attrs["col"], n.attrs["width"] = n.attrs["col"] * (feat // k), feat // k
-    if n.op == "embed_mean" and n.attrs["width"] < 0:
-        if not isinstance(ts[1].feat, int):
-            return False
-        n.attrs["width"] = ts[1].feat
-    if n.op in ("cross_entropy", "mse") and len(n.args) == 2:
-        axis = g.nodes[n.args[0].node].axis if n.args[0].mode == "step" else None
-        n.args.append(Operand(g.masks[axis]) if axis in g.masks else _ones(g))
-    if n.op == "tsoftmax" and len(n.args) == 1:
-        seq = ts[0].seq
-        if seq is None:
-            return False
-        if seq not in g.masks:
-            raise ShapeError(f"tsoftmax: axis {seq} has no mask")
-        n.args.append(Operand(g.masks[seq], 0, "all"))
-    return True
+    """Fill in what lowering left open once operand types are known: the padding masks the
+    registry says an op reads (appended), and attributes derived from operand sizes (the op's
+    `prepare`: split widths, CBOW window widths). False if it must wait."""
+    sig = REGISTRY[n.op]
+    appended = [a for a in sig.args if a.kind == "mask" and a.of]
+    if appended and len(n.args) < len(sig.args):
+        names = [a.name for a in sig.args]
+        for a in appended:
+            src = n.args[names.index(a.of)]
+            if a.span:
+                seq = ts[names.index(a.of)].seq
+                if seq is None:
+                    return False
+                if seq not in g.masks:
+                    raise ShapeError(f"{n.op}: axis {seq} has no mask")
+                n.args.append(Operand(g.masks[seq], 0, "all"))
+            else:
+                axis = g.nodes[src.node].axis if src.mode == "step" else None
+                n.args.append(Operand(g.masks[axis]) if axis in g.masks else _ones(g))
+    return sig.prepare(ts, n.attrs) if sig.prepare else True
 
 
 def _ones(g: Graph) -> Operand:
@@ -234,7 +218,8 @@ def _infer_types(g: Graph, probs: Problems):
         if any(t is None or t.feat == ANY for t in ts):
             continue        # reported below for the node that could not be inferred
         # the kind of value first: token ids where reals are needed is the likelier mistake
-        want_types = "f" * len(ts) if n.op == "concat" else REGISTRY[n.op].inputs
+        sig = REGISTRY[n.op]
+        want_types = sig.inputs[0] * len(ts) if sig.variadic else sig.inputs
         wrong = False
         for a, t, want in zip(n.args, ts, want_types):
             if t.dtype != want:
@@ -252,8 +237,12 @@ def _infer_types(g: Graph, probs: Problems):
             ts = [operand_ty(g, a) for a in n.args]
             n.ty = shape_rule(n.op)(ts, n.attrs)
         except ShapeError as e:
-            where = "" if str(e).startswith("split:") else f" (in node '{_shown(n.name)}')"   # once per split
-            probs.add(n.loc, f"{e}{where}")
+            msg = str(e)
+            if msg.startswith("split:"):        # one message per split (not per part), naming what is split
+                msg = msg.replace(" does not divide", f" of '{_shown(n.args[0].node)}' does not divide")
+            else:
+                msg += f" (in node '{_shown(n.name)}')"
+            probs.add(n.loc, msg)
             n.ty = n.ty or Ty(ANY)
             continue
         if n.op == "cross_entropy":

@@ -16,7 +16,7 @@ from . import expr as E
 from .errors import Loc, Problems, SpecError, did_you_mean
 from .graph import ANY, Graph, Node, Operand
 from .loader import Located, load_file
-from .ops import REGISTRY, MatTy, Ty
+from .ops import REGISTRY, MatTy, OpSig, Sugar, Ty, callable_ops
 
 ZEROS = Operand("<zeros>")   # a block argument left at its default: an all-zero initial state
 BOS = 2   # the data layer's vocabulary puts <pad>=0, <unk>=1, <bos>=2, <eos>=3 first
@@ -25,20 +25,14 @@ STDLIB = os.path.join(os.path.dirname(__file__), "blocks")
 INITS = {"zeros": 0, "ones": 0, "constant": 1, "uniform": 2, "normal": 1, "xavier": 0,
          "glorot": 0, "orthogonal": 0, "identity": 1}
 
-# name -> (primitive, number of tensor args, fixed attrs); the rest are handled in _call
-UNARY = {"tanh": "tanh", "sigmoid": "sigmoid", "softmax": "softmax", "log_softmax": "log_softmax",
-         "sum": "sum", "mean": "mean"}
-RECTIFIERS = {"relu": 0.0, "absolute": -1.0}
-SPECIAL = ("concat", "split", "slice", "embed", "embed_mean", "leaky_relu", "prelu", "rectify",
-           "cross_entropy", "mse", "last", "first", "all", "tdot", "tadd", "tsoftmax", "tsum",
-           "argmax", "sample", "dropout", "teacher_forced", "hsoftmax", "negsample",
-           "bidirectional", "stack", "select")
-FUNCTIONS = sorted(set(UNARY) | set(RECTIFIERS) | set(SPECIAL))
-# the keyword arguments each function takes (any other is an error, never silently ignored)
-KWARGS = {"leaky_relu": ("a",), "sample": ("temperature",), "negsample": ("k",),
-          "teacher_forced": ("free", "sampling", "schedule"), "bidirectional": ("combine",), "stack": ("layers",)}
-USAGE = {"leaky_relu": "leaky_relu(z, a=0.01)", "sample": "sample(o, temperature=1)",
-         "teacher_forced": "teacher_forced(y, o, free='argmax', sampling=0, schedule='constant')"}
+# Language constructs: what lowering itself handles. Every other function is a registry op or
+# sugar for one (graphspec/ops.py), lowered from its entry by _lower_call.
+CONSTRUCTS = {"last": "last(h)", "first": "first(h)", "all": "all(h)", "split": "i, f, g, o: split(z, 4)",
+              "teacher_forced": "teacher_forced(y, o, free='argmax', sampling=0, schedule='constant')",
+              "bidirectional": "bidirectional(block(...), combine='concat')", "stack": "stack(block(...), layers=2)"}
+CONSTRUCT_KWARGS = {"teacher_forced": ("free", "sampling", "schedule"), "bidirectional": ("combine",),
+                    "stack": ("layers",)}
+FUNCTIONS = sorted(set(callable_ops()) | set(CONSTRUCTS))
 
 
 @dataclass
@@ -410,82 +404,64 @@ class Builder:
             if a.mode != "step" or a.delay:
                 raise SpecError.at(loc, f"{fn}() takes a node name, e.g. {fn}(enc)")
             return Operand(a.node, 0, fn)
+        if fn in CONSTRUCT_KWARGS:
+            self._check_kwargs(e, CONSTRUCT_KWARGS[fn], CONSTRUCTS[fn])
         if fn in ("bidirectional", "stack"):
             return self._meta(e, scope, name)
-        if fn not in UNARY and fn not in RECTIFIERS and fn not in SPECIAL:
-            known = FUNCTIONS + sorted(self.blocks)
-            raise SpecError.at(loc, f"unknown function '{fn}'{did_you_mean(fn, known)}")
-        allowed = KWARGS.get(fn, ())
-        for k, v in e.kwargs.items():
-            if k not in allowed:
-                usage = USAGE.get(fn, f"{fn}(...)")
-                hint = did_you_mean(k, allowed) if allowed else ""
-                raise SpecError.at(v.loc, f"{fn} has no argument '{k}'" + (hint or f" ({usage})"))
-        low = lambda x: self._lower(x, scope, out)  # noqa: E731
-        if fn in UNARY:
-            self._arity(e, 1)
-            return self._emit(out, UNARY[fn], [low(e.args[0])], loc)
-        if fn in RECTIFIERS:
-            self._arity(e, 1)
-            return self._emit(out, "rectify", [low(e.args[0]), self._const(RECTIFIERS[fn], loc)], loc)
-        if fn == "leaky_relu":
-            slope = e.kwargs.get("a", e.args[1] if len(e.args) > 1 else E.Num(0.01, loc))
-            return self._emit(out, "rectify", [low(e.args[0]), low(slope)], loc)
-        if fn in ("prelu", "rectify"):
-            self._arity(e, 2)
-            return self._emit(out, "rectify", [low(e.args[0]), low(e.args[1])], loc)
-        if fn == "concat":
-            if len(e.args) < 2:
-                raise SpecError.at(loc, "concat takes two or more nodes")
-            return self._emit(out, "concat", [low(a) for a in e.args], loc)
-        if fn == "slice":
-            self._arity(e, 3)
-            start, width = (int(self._number(a, scope)) for a in e.args[1:])
-            return self._emit(out, "take", [low(e.args[0])], loc, {"col": start, "width": width})
-        if fn == "split":
-            raise SpecError.at(loc, "split(x, k) needs k names on the left: i, f, g, q: split(z, 4)")
-        if fn == "embed":
-            self._arity(e, 2)
-            return self._emit(out, "embed", [low(e.args[0]), low(e.args[1])], loc)
-        if fn == "embed_mean":
-            self._arity(e, 2)
-            return self._emit(out, "embed_mean", [low(e.args[0]), low(e.args[1])], loc, {"width": -1})
-        if fn in ("cross_entropy", "mse"):
-            self._arity(e, 2)
-            return self._emit(out, fn, [low(e.args[0]), low(e.args[1])], loc, {"norm": -1.0})
-        if fn in ("tdot", "tadd", "tsum"):
-            self._arity(e, 2)
-            return self._emit(out, fn, [low(e.args[0]), low(e.args[1])], loc)
-        if fn == "tsoftmax":
-            self._arity(e, 1)
-            return self._emit(out, "tsoftmax", [low(e.args[0])], loc)
-        if fn == "select":
-            self._arity(e, 3)
-            return self._emit(out, "select", [low(a) for a in e.args], loc)
-        if fn == "argmax":
-            self._arity(e, 1)
-            return self._emit(out, "argmax", [low(e.args[0])], loc)
-        if fn == "sample":
-            t = e.kwargs.get("temperature", E.Num(1.0, loc))
-            return self._emit(out, "sample", [low(e.args[0])], loc, {"temperature": self._number(t, scope)})
-        if fn == "dropout":
-            self._arity(e, 2)
-            p = self._number(e.args[1], scope)
-            if not 0 <= p < 1:
-                raise SpecError.at(e.args[1].loc, f"dropout: p must be in [0, 1), got {p:g}")
-            return self._emit(out, "dropout", [low(e.args[0])], loc, {"p": p})
-        if fn == "hsoftmax":
-            self._arity(e, 3)
-            v, y, w = (low(a) for a in e.args)
-            return self._emit(out, "hsoftmax", [v, y, self._table("tree"), w], loc, {"norm": -1.0})
-        if fn == "negsample":
-            self._arity(e, 3)
-            k = int(self._number(e.kwargs.get("k", E.Num(5, loc)), scope))
-            v, y, w = (low(a) for a in e.args)
-            return self._emit(out, "negsample", [v, y, self._table("unigram"), w], loc, {"k": k, "norm": -1.0})
         if fn == "teacher_forced":
             return self._teacher_forced(e, scope, out, name)
-        raise SpecError.at(loc, f"'{fn}' cannot be used here")
+        if fn == "split":
+            raise SpecError.at(loc, "split(x, k) needs k names on the left: i, f, g, q: split(z, 4)")
+        target = callable_ops().get(fn)
+        if target is None:
+            known = FUNCTIONS + sorted(self.blocks)
+            raise SpecError.at(loc, f"unknown function '{fn}'{did_you_mean(fn, known)}")
+        return self._lower_call(e, target, scope, out)
+
+    def _check_kwargs(self, e: E.Call, allowed, usage: str):
+        for k, v in e.kwargs.items():
+            if k not in allowed:
+                hint = did_you_mean(k, allowed) if allowed else ""
+                raise SpecError.at(v.loc, f"{e.fn} has no argument '{k}'" + (hint or f" ({usage})"))
+
+    def _lower_call(self, e: E.Call, target, scope: Scope, out: str) -> Operand:
+        """A call of a registry op (or of sugar for one), lowered from its entry: positional
+        parameters and keywords bind as the entry's syntax says, operands are lowered, numbers
+        become attributes (checked by the entry), tables are bound to the data's."""
+        sig: OpSig = REGISTRY[target.op] if isinstance(target, Sugar) else target
+        params, kwargs = target.params
+        self._check_kwargs(e, tuple(kwargs), target.syntax)
+        if sig.variadic:
+            if len(e.args) < 2:
+                raise SpecError.at(e.loc, f"{e.fn} takes two or more nodes")
+            return self._emit(out, sig.name, [self._lower(a, scope, out) for a in e.args], e.loc)
+        names = params + tuple(k for k in kwargs if k not in e.kwargs)
+        if not len(params) <= len(e.args) <= len(names):
+            n = len(params)
+            raise SpecError.at(e.loc, f"{e.fn} takes {n} argument{'s' if n != 1 else ''}, got {len(e.args)}")
+        bound = dict(zip(names, e.args))
+        bound.update(e.kwargs)
+        given = lambda k: bound[k] if k in bound else E.Num(float(kwargs[k]), e.loc)  # noqa: E731
+        # the op's operands, in kernel order: sugar fixes some of them (relu(z) = rectify(z, 0))
+        sources = dict(zip((a.name for a in sig.args), target.args)) if isinstance(target, Sugar) else {}
+        args = []
+        for a in sig.args:
+            if a.kind == "table":
+                args.append(self._table(a.of))
+            elif a.kind == "mask" and a.of:
+                continue                # appended once the operands' axes are known (graph.infer)
+            else:
+                src = sources.get(a.name, a.name)
+                args.append(self._const(src, e.loc) if isinstance(src, float) else self._lower(given(src), scope, out))
+        attrs = {}
+        for k in sig.attrs:
+            v = self._number(given(k), scope) if k in params or k in kwargs else -1.0
+            attrs[k] = int(v) if v == int(v) else v
+        problem = sig.check(attrs) if sig.check else None
+        if problem:
+            attr, msg = problem
+            raise SpecError.at(bound[attr].loc if attr in bound else e.loc, msg)
+        return self._emit(out, sig.name, args, e.loc, attrs)
 
     def _variant(self, e: E.Call) -> E.Call:
         """`gru(x, H, reset='after')` picks the block that declares option {reset: after}."""

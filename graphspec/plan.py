@@ -16,13 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from .ops import OPCODES, REGISTRY
+from .ops import REGISTRY
 
-MAX_INPUTS = 4
 MAX_ATTRS = 3
-NOFWD = 1 << 8            # flag: the equation only exists for its backward (a deferred weight gradient)
-# tape columns: opcode, flags, out(off, rows, cols), 4 x in(off, rows, cols), scratch(off, rows, cols)
-TAPE_COLS = 2 + 3 * (2 + MAX_INPUTS)
+RECORD_HEADER = 5         # need, nofwd, n_out, n_in, n_scratch
 
 
 @dataclass
@@ -60,6 +57,32 @@ class View:
         return f"{self.buf}{at}"
 
 
+@dataclass(frozen=True)
+class Fused:
+    """The kernel of a `fused` equation: connected elementwise nodes run as one loop over the
+    rows and `width` columns of their outputs, a typed equation list in the spirit of a jaxpr.
+
+    ins:  per input operand, how a row reads it: ('v', k, c) reads x[r % rows, k * width + c + j]
+          (a whole value, or one part of a wider one: a gate of z), ('s',) reads x[r % rows, 0]
+          (one number per row, or a scalar param);
+    eqns: (op, args) in evaluation order: op an elementwise registry op (its `ew` maths), args
+          'i3' (input 3), 'e2' (the result of equation 2) or a float;
+    outs: per output operand, the equation whose result it writes at [r, j].
+    The backward recomputes the equations and applies each op's `ew` derivatives in reverse."""
+    ins: tuple
+    eqns: tuple
+    outs: tuple
+
+    def key(self) -> str:
+        return repr((self.ins, self.eqns, self.outs))
+
+    def __str__(self) -> str:
+        reads = " ".join(f"i{k}" + (f"@{s[1]}W+{s[2]}" if s[0] == "v" and s[2] else f"@{s[1]}W" if s[0] == "v" and s[1]
+                                    else ":scalar" if s[0] == "s" else "") for k, s in enumerate(self.ins))
+        body = "; ".join(f"e{i} = {op} {' '.join(map(str, args))}" for i, (op, args) in enumerate(self.eqns))
+        return f"{{ {reads}; {body} -> {', '.join(f'e{o}' for o in self.outs)} }}"
+
+
 @dataclass
 class Eqn:
     op: str
@@ -70,13 +93,22 @@ class Eqn:
     nofwd: bool = False
     scratch: Optional[View] = None
     node: str = ""             # the step-graph node it computes (for errors and schedules)
+    outs: list = field(default_factory=list)   # every output ([out] unless fused)
+    group: Optional[Fused] = None               # the kernel of a `fused` equation
+
+    def __post_init__(self):
+        if not self.outs:
+            self.outs = [self.out]
 
     def __str__(self) -> str:
         ty = f"{'i' if self.out.dtype == 'i' else 'f'}[{self.out.rows},{self.out.cols}]"
         args = ", ".join(f"{v}" + ("" if n else "°") for v, n in zip(self.ins, self.need or [True] * len(self.ins)))
         attrs = "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.attrs.items())
         tag = "  (backward only)" if self.nofwd else ""
-        return f"{self.out}:{ty} = {self.op}{attrs} {args}{tag}"
+        outs = ", ".join(str(v) for v in self.outs)
+        if self.group is not None:
+            return f"{outs}:{ty} = fused {args}  {self.group}"
+        return f"{outs}:{ty} = {self.op}{attrs} {args}{tag}"
 
 
 @dataclass
@@ -97,23 +129,26 @@ class Plan:
     stats: dict = field(default_factory=dict)       # pass-by-pass counts, for `compile`
 
     # ------------------------------------------------------------ encoding for the runtime
-    def tape(self):
-        """(int64 [n, TAPE_COLS], float64 [n, MAX_ATTRS]): the equations, integer-encoded."""
+    def encode(self):
+        """(records int64, offsets int64 [n], attrs float64 [n, MAX_ATTRS]): equation i's record
+        starts at records[offsets[i]]: [need, nofwd, n_out, n_in, n_scratch], then (offset, rows,
+        cols) of each output, each input and the scratch buffer. need: bit k set when backward
+        accumulates a gradient into input k."""
         n = len(self.eqns)
-        t = np.zeros((n, TAPE_COLS), np.int64)
-        a = np.zeros((n, MAX_ATTRS), np.float64)
+        offsets = np.zeros(n, np.int64)
+        recs = []
+        attrs = np.zeros((n, MAX_ATTRS), np.float64)
         for i, e in enumerate(self.eqns):
-            need = sum(1 << k for k, x in enumerate(e.need) if x)
-            t[i, 0] = OPCODES[e.op]
-            t[i, 1] = need | (NOFWD if e.nofwd else 0)
-            t[i, 2:5] = (e.out.offset, e.out.rows, e.out.cols)
-            for k, v in enumerate(e.ins):
-                t[i, 5 + 3 * k: 8 + 3 * k] = (v.offset, v.rows, v.cols)
-            if e.scratch is not None:
-                t[i, 17:20] = (e.scratch.offset, e.scratch.rows, e.scratch.cols)
-            for k, name in enumerate(REGISTRY[e.op].attrs):
-                a[i, k] = float(e.attrs[name])
-        return t, a
+            offsets[i] = len(recs)
+            views = list(e.outs) + list(e.ins) + ([e.scratch] if e.scratch is not None else [])
+            recs += [sum(1 << k for k, x in enumerate(e.need) if x), int(e.nofwd), len(e.outs), len(e.ins),
+                     int(e.scratch is not None)]
+            for v in views:
+                recs += [v.offset, v.rows, v.cols]
+            if e.op in REGISTRY:
+                for k, name in enumerate(REGISTRY[e.op].attrs):
+                    attrs[i, k] = float(e.attrs[name])
+        return np.array(recs or [0], np.int64), offsets, attrs
 
     def params(self):
         return [b for b in self.buffers.values() if b.kind == "param"]

@@ -1,11 +1,11 @@
 """Every numba option in one place.
 
 - njit: nopython mode, no silent object-mode fallbacks;
-- cache: compiled code goes to disk (NUMBA_CACHE_DIR, inside the clone), so a second process
-  starts in a second instead of a minute. Numba keys a cached function on its own file only:
-  editing a helper in another file (vecmath.py) would silently load the callers' old machine
-  code. With NUMBA_CACHE_DIR set, the cache lives in a subdirectory named by a hash of every
-  kernel source and this file, so an edit anywhere there starts a fresh cache;
+- cache: compiled code goes to disk (NUMBA_CACHE_DIR, inside the clone in tests and CI; else
+  ~/.cache/graphspec), so a second process starts in a second instead of a minute. Numba keys
+  a cached function on its own file only: editing a helper in another file (vecmath.py) would
+  silently load the callers' old machine code. So the cache lives in a subdirectory named by a
+  hash of every kernel source and this file: an edit anywhere there starts a fresh cache;
 - error_model='numpy': no zero-division check in every division, which stops LLVM from
   vectorising elementwise loops (measured 4.2 ns against 0.76 ns per element);
 - fastmath off: gradient checks in float64 need IEEE semantics. The one exception is `jit_sum`,
@@ -33,8 +33,13 @@ def _sources_stamp() -> str:
     return h.hexdigest()[:12]
 
 
-if numba.config.CACHE_DIR and not os.path.basename(numba.config.CACHE_DIR).startswith("kernels-"):
-    numba.config.CACHE_DIR = os.path.join(numba.config.CACHE_DIR, f"kernels-{_sources_stamp()}")
+def _default_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "graphspec", "numba")
+
+
+if not os.path.basename(numba.config.CACHE_DIR or "").startswith("kernels-"):
+    numba.config.CACHE_DIR = os.path.join(numba.config.CACHE_DIR or _default_cache(), f"kernels-{_sources_stamp()}")
 
 OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath=False)
 

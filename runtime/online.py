@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _tape
+from . import interp
 from .kernels import word2vec as w2v
 from .model import Model
 from .optim import Optimizer
@@ -53,7 +53,7 @@ class Online:
         ids = np.ascontiguousarray(np.asarray(batch[ex.plan.buffers[head["ids"]].fields["field"]]).reshape(B, -1), np.int64)
         y = np.ascontiguousarray(np.asarray(batch[ex.plan.buffers[head["y"]].fields["field"]]).reshape(B), np.int64)
         losses = np.empty(B, np.float64)
-        _tape.seed(int(seed) & 0x7FFFFFFF)
+        interp.seed(int(seed) & 0x7FFFFFFF)
         Ev, Wv, tab = ex.view(E), ex.view(W), ex.view(table)
         if head["op"] == "negsample":
             w2v.sgd_negsample(Ev, ids, head["mean"], y, tab, Wv, float(head["k"]), lr, losses)

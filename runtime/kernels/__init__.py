@@ -1,5 +1,6 @@
 """Kernel pairs for every registry op, one op family per module, forward and backward side by
-side. Calling convention (the executor relies on it):
+side. The registry names each op's module (`kernels=`); an elementwise op with no hand-written
+pair gets one generated from its `ew` maths (runtime/codegen.py). Calling convention:
 
     NAME_fwd(in0, in1, ..., out, *attrs[, scratch])                  writes out
     NAME_bwd(in0, ..., out, gout, gin0, gin1, ..., need, *attrs[, scratch])
@@ -8,25 +9,35 @@ side. Calling convention (the executor relies on it):
                               registry: mark[i] = 1 for each row i of that input backward writes
 
 Every operand is a 2-D C-contiguous view (floats of the run's dtype, or int64 ids); attributes
-are float64 scalars.
+are float64 scalars. The interpreter (runtime/interp.py) reaches them through adapters that
+runtime/codegen.py generates.
 """
+import importlib
+
 from graphspec.ops import REGISTRY
 
-from . import attention, decode, elementwise, embedding, linear, shape, softmax, word2vec
 
-FAMILIES = (linear, elementwise, shape, softmax, embedding, attention, decode, word2vec)
+def _bind():
+    kernels, rows = {}, {}
+    for name, sig in REGISTRY.items():
+        if sig.variadic:
+            continue                    # emitted as its parts' op (concat -> place)
+        mod = importlib.import_module(f"{__name__}.{sig.kernels}") if sig.kernels else None
+        if mod is not None and hasattr(mod, f"{name}_fwd") and hasattr(mod, f"{name}_bwd"):
+            kernels[name] = (getattr(mod, f"{name}_fwd"), getattr(mod, f"{name}_bwd"))
+        elif sig.ew is not None:
+            from ..codegen import array_kernels
+            kernels[name] = array_kernels(name)
+        if mod is not None and hasattr(mod, f"{name}_rows"):
+            rows[name] = getattr(mod, f"{name}_rows")
+    return kernels, rows
 
-KERNELS, ROWS = {}, {}
-for _mod in FAMILIES:
-    for _name in REGISTRY:
-        fwd, bwd = getattr(_mod, f"{_name}_fwd", None), getattr(_mod, f"{_name}_bwd", None)
-        if fwd is not None and bwd is not None:
-            KERNELS[_name] = (fwd, bwd)
-        if getattr(_mod, f"{_name}_rows", None) is not None:
-            ROWS[_name] = getattr(_mod, f"{_name}_rows")
+
+KERNELS, ROWS = _bind()
 
 
 def missing() -> list:
     """Registry ops with no kernel pair, or with `rows` and no rows kernel (tests/test_registry.py
     asserts there are none)."""
-    return [name for name, sig in REGISTRY.items() if name not in KERNELS or (sig.rows and name not in ROWS)]
+    return [name for name, sig in REGISTRY.items()
+            if not sig.variadic and (name not in KERNELS or (sig.rows and name not in ROWS))]

@@ -1,0 +1,193 @@
+"""The compiler's passes, one at a time on few-line specs, and the verifier after every pass on
+every spec."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import graphspec
+from graphspec.compile import compile_graph, make_ctx
+from graphspec.graph import Node, Operand
+from graphspec.passes import PASSES, REWRITES, print_ir, run, verify
+from graphspec.passes.verify import IRError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")) + glob.glob(os.path.join(ROOT, "bench", "specs", "*.yaml")))
+
+HEAD = """
+name: t
+dims: {V: 7, H: 4}
+inputs:
+  x: {real: 4, axis: t}
+  y: {real: 4, axis: t, target: true}
+params:
+  W: {shape: [H, H]}
+  U: {shape: [H, 4]}
+  b: {shape: [H]}
+"""
+
+
+def ir(nodes: str, until: str, loss: str = "mse(h, y)", extra_params: str = "", lengths=None):
+    g = graphspec.load("t.yaml", HEAD + extra_params + "nodes:\n" + nodes + f"loss: {loss}\n")
+    return run(g, make_ctx(g, lengths or {"t": 3}, 2), until=until, check=True)
+
+
+def ops(g):
+    return {n.name: n.op for n in g.nodes.values() if not n.is_leaf}
+
+
+# ---------------------------------------------------------------- every pass keeps the IR valid
+@pytest.mark.parametrize("spec", SPECS, ids=[os.path.relpath(s, ROOT) for s in SPECS])
+def test_the_verifier_passes_after_every_pass_of_every_spec(spec):
+    from runtime.gradcheck import tiny_bind
+    bind = tiny_bind(graphspec.load(spec))
+    for mode in ("train", "free"):
+        g = graphspec.load(spec, mode=mode, bind=bind)
+        lengths = {a: 3 + i for i, a in enumerate(g.axes)}
+        compile_graph(g, lengths, 2, training=mode == "train", check=True)
+        compile_graph(g, lengths, 2, training=mode == "train", check=True, fuse=False)
+
+
+def test_the_verifier_names_what_a_broken_pass_left():
+    g = ir("  h: tanh(U @ x + W @ h[t-1] + b)\n", "dce")
+    g.nodes["h"].args = [Operand("gone")]
+    with pytest.raises(IRError, match=r"h reads gone, which does not exist \(after pass oops\)"):
+        verify(g, after="oops")
+    g = ir("  a: tanh(U @ x)\n  h: a + b\n", "dce")
+    g.nodes = {k: g.nodes[k] for k in reversed(list(g.nodes))}
+    with pytest.raises(IRError, match=r"reads .* before it is defined"):
+        verify(g)
+    g = ir("  a: tanh(U @ x)\n  h: a + b\n", "dce")
+    g.nodes["h"].args = [Operand("a"), Operand("U")]
+    with pytest.raises(IRError, match=r"h: "):
+        verify(g)
+
+
+def test_every_pass_has_a_name_the_cli_accepts(cli):
+    r = cli("compile", "specs/elman.yaml", "--after", "nope")
+    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
+    for p in REWRITES:
+        r = cli("compile", "specs/elman.yaml", "--len", "3", "--after", p)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"graph elman  (after pass {p})")
+    assert PASSES[-2:] == ["layout", "emit"]
+
+
+# ---------------------------------------------------------------- one pass at a time
+def test_order_puts_same_step_reads_first():
+    g = ir("  h: a + b\n  a: tanh(U @ x)\n", "order")
+    names = [n for n in g.nodes if not g.nodes[n].is_leaf]
+    assert names.index("a") < names.index("h")
+
+
+def test_cross_axis_reads_the_last_real_step():
+    spec = HEAD + "  V_o: {shape: [4, H]}\nnodes:\n  h: tanh(U @ x + W @ h[t-1])\n  p: V_o @ last(h)\n" \
+           "loss: mse(p, q)\n"
+    spec = spec.replace("  y: {real: 4, axis: t, target: true}", "  q: {real: 4, target: true}")
+    g = graphspec.load("t.yaml", spec)
+    g = run(g, make_ctx(g, {"t": 3}, 2), until="cross_axis", check=True)
+    assert g.nodes["h.last"].op == "lastof"
+    assert [str(a) for a in g.nodes["h.last"].args] == ["all(h)", "all(mask.t)"]
+    assert str(g.nodes["p"].args[1]) == "h.last"
+
+
+def test_dce_drops_what_reaches_no_loss():
+    g = ir("  h: tanh(U @ x + W @ h[t-1])\n  unused: tanh(h)\n", "dce")
+    assert "unused" not in g.nodes and "h" in g.nodes
+
+
+def test_reassociate_hoists_the_sum_free_of_the_recurrence():
+    from graphspec.passes.analysis import loops
+    g = ir("  h: tanh(b + W @ h[t-1] + U @ x)\n", "reassociate")
+    _, loop_of = loops(g)
+    (step,) = [n for n in g.nodes.values() if n.op == "add" and n.name in loop_of]
+    hoisted, rec = (g.nodes[a.node] for a in step.args)      # (b + U x) + W h[t-1]
+    assert hoisted.name not in loop_of and hoisted.op == "add"
+    assert sorted(g.nodes[a.node].op for a in hoisted.args) == ["matmul", "param"]
+    assert rec.op == "matmul" and [str(a) for a in rec.args] == ["W", "h[t-1]"]
+
+
+def test_carry_keeps_a_backward_state_through_the_padding():
+    g = ir("  h: tanh(U @ x + W @ h[t+1])\n", "carry")
+    assert g.nodes["h"].op == "select"
+    assert [str(a) for a in g.nodes["h"].args] == ["mask.t", "h#raw", "h[t+1]"]
+    assert g.nodes["h#raw"].op == "tanh"
+
+
+def test_affine_takes_the_matmul_into_the_add_in_the_same_placement():
+    g = ir("  h: tanh(b + W @ h[t-1] + U @ x)\n", "affine")
+    from graphspec.passes.analysis import loops
+    assert sorted(o for o in ops(g).values()) == ["affine", "affine", "mse", "tanh"]
+    _, loop_of = loops(g)
+    (step,) = [n for n in g.nodes.values() if n.op == "affine" and n.name in loop_of]
+    assert [str(a) for a in step.args[:2]] == ["W", "h[t-1]"]
+    hoisted = g.nodes[step.args[2].node]                      # b + U x(t), one GEMM over all steps
+    assert hoisted.op == "affine" and [str(a) for a in hoisted.args] == ["U", "x", "b"]
+
+
+def test_fuse_makes_one_kernel_of_a_gated_cell_and_keeps_what_others_read():
+    cell = ("  z: U @ x + W @ h[t-1]\n"
+            "  f: sigmoid(z)\n"
+            "  h: f * h[t-1] + (1 - f) * tanh(b)\n")
+    g = ir(cell, "fuse")
+    (fused,) = [n for n in g.nodes.values() if n.op == "fused"]
+    assert fused.attrs["members"] == ["h"]                     # f is read only inside: a register
+    assert "f" not in g.nodes and g.nodes["h"].op == "member"
+    assert [op for op, _ in fused.attrs["group"].eqns] == ["sigmoid", "mul", "sub", "mul", "add"]
+    assert print_ir(g, "fuse").count("fused") >= 2
+
+
+def test_fuse_never_makes_a_same_step_cycle():
+    """a -> matmul -> c -> d with a and d elementwise: fusing a and d would need the matmul both
+    before and after the kernel."""
+    cell = ("  a: tanh(U @ x + W @ h[t-1])\n"
+            "  c: W @ a\n"
+            "  h: sigmoid(a) * tanh(c)\n")
+    g = ir(cell, "fuse")
+    for n in g.nodes.values():
+        if n.op == "fused":
+            names = n.attrs["members"]
+            assert not ({"a", "h"} <= set(names))
+
+
+def test_fuse_off_leaves_every_node():
+    g = graphspec.load("specs/lstm.yaml")
+    ctx = make_ctx(g, {"t": 3}, 2, fuse=False)
+    g2 = run(g, ctx, until="fuse", check=True)
+    assert not any(n.op == "fused" for n in g2.nodes.values())
+
+
+def test_layout_and_emit_give_two_plan_entries_per_step_for_the_lstm_block():
+    g = graphspec.load("specs/lstm.yaml")
+    plan = compile_graph(g, {"t": 5}, 4, check=True)
+    per_step = [e for e in plan.eqns if e.out.slot == "t=2"]
+    assert [e.op for e in per_step] == ["affine", "fused"]
+    assert [v.buf for v in per_step[1].outs] == ["h.s", "h.h"]
+
+
+# ---------------------------------------------------------------- fused = unfused, every spec
+@pytest.mark.parametrize("spec", SPECS, ids=[os.path.relpath(s, ROOT) for s in SPECS])
+def test_fused_plans_compute_what_the_unfused_plan_computes(spec):
+    """Loss to 1e-12 and every gradient to 1e-9, float64, random params and a padded batch."""
+    from runtime.gradcheck import random_batch, random_tables, tiny_bind
+    from runtime.model import Model
+    g = graphspec.load(spec)
+    bind = tiny_bind(g)
+    rng = np.random.default_rng(3)
+    tables = random_tables(graphspec.load(spec, bind=bind), rng)
+    fused, plain = (Model(spec, bind=bind, dtype=np.float64, seed=1, tables=tables, fuse=f) for f in (True, False))
+    fused.params[:] += rng.normal(0, 0.3, fused.params.shape)
+    plain.set_params(fused.get_params())
+    lengths = {a: 4 + i for i, a in enumerate(fused.graph.axes)}
+    batch = random_batch(fused, lengths, 3, rng)
+    for mode in ("train", "free") if "free" in fused.graphs or any(
+            n.op == "mix" or (n.op == "input" and n.init is not None) for n in fused.graph.nodes.values()) else ("train",):
+        lf, lp = fused.forward(batch, mode=mode, seed=5), plain.forward(batch, mode=mode, seed=5)
+        np.testing.assert_allclose(lf, lp, rtol=1e-12, err_msg=mode)
+        if mode == "train":
+            fused.backward()
+            plain.backward()
+            gf, gp = fused.grads(), plain.grads()
+            for k in gf:
+                np.testing.assert_allclose(gf[k], gp[k], rtol=1e-9, atol=1e-12, err_msg=k)
