@@ -1,13 +1,14 @@
 """The worst relative error of every reference case, as a markdown table:
 `python -m tests.reference.report` from the repository root."""
 import numpy as np
+import pytest
 
 from .cases import CASES
 from .harness import compare
 
 try:
     from .test_torch import TORCH, compare_torch
-except Exception:                   # torch not installed: pytest.importorskip's Skipped
+except pytest.skip.Exception:       # torch not installed (pytest.importorskip)
     TORCH = {}
 
 
