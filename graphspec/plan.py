@@ -62,11 +62,12 @@ class Fused:
     """The kernel of a `fused` equation: connected elementwise nodes run as one loop over the
     rows and `width` columns of their outputs, a typed equation list in the spirit of a jaxpr.
 
-    ins:  per input operand, how a row reads it: ('v', k, c) reads x[r % rows, k * width + c + j]
-          (a whole value, or one part of a wider one: a gate of z), ('s',) reads x[r % rows, 0]
-          (one number per row, or a scalar param);
+    ins:  per input operand, how a row reads it: ('v',) a row of values, ('s',) one number per
+          row (or a scalar param), read at x[r % rows] (fewer rows repeat);
     eqns: (op, args) in evaluation order: op an elementwise registry op (its `ew` maths), args
-          'i3' (input 3), 'e2' (the result of equation 2) or a float;
+          'i3' (input 3 at column j), 'i3@2' (input 3 at column 2 * width + j: one block of a
+          wider value, the third gate of z), 'i3@2+5' (at 2 * width + 5 + j), 'e2' (the result
+          of equation 2) or a float;
     outs: per output operand, the equation whose result it writes at [r, j].
     The backward recomputes the equations and applies each op's `ew` derivatives in reverse."""
     ins: tuple
@@ -77,8 +78,7 @@ class Fused:
         return repr((self.ins, self.eqns, self.outs))
 
     def __str__(self) -> str:
-        reads = " ".join(f"i{k}" + (f"@{s[1]}W+{s[2]}" if s[0] == "v" and s[2] else f"@{s[1]}W" if s[0] == "v" and s[1]
-                                    else ":scalar" if s[0] == "s" else "") for k, s in enumerate(self.ins))
+        reads = " ".join(f"i{k}" + (":scalar" if s[0] == "s" else "") for k, s in enumerate(self.ins))
         body = "; ".join(f"e{i} = {op} {' '.join(map(str, args))}" for i, (op, args) in enumerate(self.eqns))
         return f"{{ {reads}; {body} -> {', '.join(f'e{o}' for o in self.outs)} }}"
 

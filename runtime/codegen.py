@@ -235,30 +235,39 @@ def elementwise_source(name: str) -> str:
 
 
 # ---------------------------------------------------------------- fused groups
+def _block(arg: str) -> tuple:
+    """'i3' -> (3, 0, 0); 'i3@2' -> (3, 2, 0); 'i3@2+5' -> (3, 2, 5): input, block, extra column."""
+    k, _, at = arg[1:].partition("@")
+    b, _, c = at.partition("+")
+    return int(k), int(b or 0), int(c or 0)
+
+
+def _col(b: int, c: int, j: str = "j") -> str:
+    return " + ".join([p for p in ((f"{b} * W" if b else ""), (str(c) if c else "")) if p] + ([j] if j else [])) or "0"
+
+
 def fused_source(group: Fused, dtype: str) -> str:
+    """The forward and backward kernels of a fused group, and their adapters."""
     nin, nout = len(group.ins), len(group.outs)
     ins = [f"i{k}" for k in range(nin)]
     outs = [f"o{k}" for k in range(nout)]
     consts = Consts()
+    # the column blocks read of each input: its gradient gets a run of the row buffer per block
+    blocks = sorted({_block(x) for _, args in group.eqns for x in args if isinstance(x, str) and x[0] == "i"})
+    slot = {blk: p for p, blk in enumerate(blocks)}
 
     def reads(indent):
-        """Row views (or the row's scalar) of every input and output."""
-        L = []
-        for k, spec in enumerate(group.ins):
-            L.append(f"{indent}x{k} = i{k}[r % i{k}.shape[0]" + ("]" if spec[0] == "v" else ", 0]"))
-        return L
-
-    def at(k: int) -> str:
-        spec = group.ins[k]
-        if spec[0] == "s":
-            return f"x{k}"
-        col = " + ".join([p for p in ((f"{spec[1]} * W" if spec[1] else ""), (str(spec[2]) if spec[2] else "")) if p] + ["j"])
-        return f"x{k}[{col}]"
+        """Row views (or the row's scalar) of every input."""
+        return [f"{indent}x{k} = i{k}[r % i{k}.shape[0]" + ("]" if spec[0] == "v" else ", 0]")
+                for k, spec in enumerate(group.ins)]
 
     def operand(x) -> str:
         if isinstance(x, float):
             return consts(x)
-        return at(int(x[1:])) if x[0] == "i" else x
+        if x[0] == "e":
+            return x
+        k, b, c = _block(x)
+        return f"x{k}" if group.ins[k][0] == "s" else f"x{k}[{_col(b, c)}]"
 
     def forward_lines(indent):
         L = []
@@ -272,20 +281,17 @@ def fused_source(group: Fused, dtype: str) -> str:
     F += reads("        ") + [f"        y{k} = o{k}[r]" for k in range(nout)]
     F += ["        for j in range(W):"] + forward_lines("            ")
     F += [f"            y{k}[j] = e{e}" for k, e in enumerate(group.outs)]
-    # backward: recompute, then reverse-mode over the equations in registers
+    # backward: recompute, then reverse mode over the equations in registers
     B = ["", "", "@jit", f"def bwd({', '.join(ins + outs + [f'go{k}' for k in range(nout)] + [f'gi{k}' for k in range(nin)])}, need):",
-         "    R, W = o0.shape", f"    buf = np.empty(({max(nin, 1)}, W), DT)", "    CONSTS",
+         "    R, W = o0.shape", f"    buf = np.empty({max(len(blocks), 1)} * W, DT)", "    CONSTS",
          "    for r in range(R):"]
     B += reads("        ") + [f"        gy{k} = go{k}[r]" for k in range(nout)]
     B += ["        for j in range(W):"] + forward_lines("            ")
-    acc = {}                    # var -> name of its gradient accumulator
+    acc = {}                    # e-var or input block -> its gradient accumulator
     lines = []
     for k, e in enumerate(group.outs):
-        if f"e{e}" in acc:
-            lines.append(f"            {acc[f'e{e}']} += gy{k}[j]")
-        else:
-            acc[f"e{e}"] = f"g_e{e}"
-            lines.append(f"            g_e{e} = gy{k}[j]")
+        acc[f"e{e}"] = f"g_e{e}"
+        lines.append(f"            g_e{e} = gy{k}[j]")
     for i in range(len(group.eqns) - 1, -1, -1):
         op, args = group.eqns[i]
         sig = REGISTRY[op]
@@ -297,31 +303,40 @@ def fused_source(group: Fused, dtype: str) -> str:
             if a.name not in sig.ew.grads or isinstance(x, float):
                 continue
             contrib = translate(sig.ew.grads[a.name], names, consts)
-            var = f"g_{x}"
-            if x in acc:
-                lines.append(f"            {var} += {contrib}")
+            key = x if x[0] == "e" else _block(x)
+            if key in acc:
+                lines.append(f"            {acc[key]} += {contrib}")
             else:
-                acc[x] = var
-                lines.append(f"            {var} = {contrib}")
+                acc[key] = f"g_{x}" if x[0] == "e" else "g_i{}_{}_{}".format(*key)
+                lines.append(f"            {acc[key]} = {contrib}")
     B += lines
-    for k in range(nin):
-        B.append(f"            buf[{k}, j] = {acc.get(f'i{k}', consts(0.0))}")
+    for blk, p in slot.items():
+        B.append(f"            buf[{_col(p, 0)}] = {acc.get(blk, consts(0.0))}")
     for k, spec in enumerate(group.ins):
+        mine = [blk for blk in blocks if blk[0] == k]
         B.append(f"        if need & {1 << k}:")
-        if spec[0] == "v":
-            col = " + ".join([p for p in ((f"{spec[1]} * W" if spec[1] else ""), (str(spec[2]) if spec[2] else "")) if p] or ["0"])
-            B += [f"            g = gi{k}[r % gi{k}.shape[0]]", f"            c = {col}",
-                  "            for j in range(W):", f"                g[c + j] += buf[{k}, j]"]
-        else:
-            B += [f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {k})"]
+        if spec[0] == "s":
+            B += [f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, W)"]
+            continue
+        B.append(f"            g = gi{k}[r % gi{k}.shape[0]]")
+        run = []                # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
+        for blk in mine + [None]:
+            if run and blk is not None and blk[2] == 0 and run[-1][2] == 0 and blk[1] == run[-1][1] + 1:
+                run.append(blk)
+                continue
+            if run:
+                b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
+                B += [f"            for j in range({len(run)} * W):",
+                      f"                g[{_col(b0, c0)}] += buf[{_col(p0, 0)}]"]
+            run = [blk] if blk is not None else []
     src = "\n".join(F + B).replace("    CONSTS", "\n".join(consts.lines("    ")) or "    pass")
     # the adapters: outputs first, then inputs (Plan.encode's record order)
     views = lambda arr, first, n: [f"fv({arr}, rec[{RECORD_HEADER + 3 * (first + k)}], "  # noqa: E731
                                    f"rec[{RECORD_HEADER + 3 * (first + k) + 1}], rec[{RECORD_HEADER + 3 * (first + k) + 2}])"
                                    for k in range(n)]
     n = nout + nin
-    A = ["", "", "@jit_sum", "def row_sum(b, k):", "    s = b[k, 0] * 0", "    for j in range(b.shape[1]):",
-         "        s += b[k, j]", "    return s", "", "",
+    A = ["", "", "@jit_sum", "def row_sum(b, start, n):", "    s = b[start] * 0", "    for j in range(n):",
+         "        s += b[start + j]", "    return s", "", "",
          "def fwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})",
          f"    fwd({', '.join(views('Fp', nout, nin) + views('Fp', 0, nout))})", "", "",
          "def bwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})",

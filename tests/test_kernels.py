@@ -266,3 +266,60 @@ def test_hierarchical_softmax_is_a_distribution_and_negsample_matches_its_formul
     ref = -sum(ls(v[r] @ W[y[r, 0]]) + sum(ls(-v[r] @ W[n]) for n in drawn[r]) for r in range(2)) / 2
     np.testing.assert_allclose(out[0, 0], ref, rtol=1e-12)
     assert set(drawn.ravel()) <= set(table.ravel())
+
+
+# ---------------------------------------------------------------- fused kernels, generated over the registry
+EW_OPS = [n for n in KERNEL_OPS if REGISTRY[n].ew is not None]
+
+
+@pytest.mark.parametrize("name", EW_OPS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(name, dtype):
+    """e0 = op(i0, ...), e1 = tanh(e0), both outputs: the generated kernel (runtime/codegen.py, from
+    the registry's `ew` maths) against the op's own kernels and tanh's, forward and backward,
+    with an input read as a block of a wider value and a scalar (mask) input where the op has one."""
+    from graphspec.plan import Fused
+    from runtime import codegen
+    sig = REGISTRY[name]
+    W, Rr = 5, 4
+    specs, args, ins = [], [], []
+    for k, a in enumerate(sig.args):
+        if a.kind == "mask":
+            specs.append(("s",))
+            args.append(f"i{k}")
+            ins.append((rng.random((Rr, 1)) > 0.5).astype(float))
+        elif k == 0:
+            specs.append(("v",))
+            args.append(f"i{k}@1")                      # the second block of a [R, 3W] value
+            ins.append(f(Rr, 3 * W, lo=0.1))
+        else:
+            specs.append(("v",))
+            args.append(f"i{k}")
+            ins.append(f(1 if k == 1 else Rr, W, lo=0.1))   # a param row broadcast over rows
+    group = Fused(tuple(specs), ((name, tuple(args)), ("tanh", ("e0",))), (0, 1))
+    mod = codegen.load("fused", codegen.fused_source(group, np.dtype(dtype).name))
+    xs = [x.astype(dtype) for x in ins]
+    o0, o1 = np.zeros((Rr, W), dtype), np.zeros((Rr, W), dtype)
+    mod.fwd(*xs, o0, o1)
+    # the same through the op's own kernels, every operand at full size (a broadcast row repeated)
+    direct = [x[:, W:2 * W].copy() if s == "i0@1" else np.repeat(x, Rr // x.shape[0], 0) for x, s in zip(xs, args)]
+    r0, r1 = np.zeros_like(o0), np.zeros_like(o1)
+    KERNELS[name][0](*direct, r0)
+    KERNELS["tanh"][0](r0, r1)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(o0, r0, **tol)
+    np.testing.assert_allclose(o1, r1, **tol)
+    g0, g1 = f(Rr, W).astype(dtype), f(Rr, W).astype(dtype)
+    grads = [np.zeros_like(x) for x in xs]
+    need = sum(1 << k for k, a in enumerate(sig.args) if a.kind != "mask")
+    mod.bwd(*xs, o0, o1, g0, g1, *grads, need)
+    ga = g0.copy()
+    KERNELS["tanh"][1](r0, r1, g1, ga, 1)
+    ref = [np.zeros_like(x) for x in direct]
+    KERNELS[name][1](*direct, r0, ga, *ref, need)
+    for k, (x, s) in enumerate(zip(xs, args)):
+        want = ref[k].reshape(Rr // x.shape[0], x.shape[0], -1).sum(0) if s != "i0@1" else ref[k]
+        if s == "i0@1":
+            want = np.zeros_like(x)
+            want[:, W:2 * W] = ref[k]
+        np.testing.assert_allclose(grads[k], want, err_msg=f"{name} input {k}", **tol)

@@ -100,15 +100,15 @@ def _rewrite(g: Graph, ms: list):
     outs = [x for x in ms if outside_reads[x]]
     ins, specs, masks, eqns, index = [], [], set(), [], {}
 
-    def use(op: Operand, spec: tuple, mask: bool) -> str:
-        key = (op, spec)
-        if key not in index:
-            index[key] = len(ins)
+    def use(op: Operand, scalar: bool, mask: bool) -> int:
+        """One input per operand read, however many of its column blocks the group reads."""
+        if op not in index:
+            index[op] = len(ins)
             ins.append(op)
-            specs.append(spec)
+            specs.append(("s",) if scalar else ("v",))
             if mask:
-                masks.add(index[key])
-        return f"i{index[key]}"
+                masks.add(index[op])
+        return index[op]
 
     absorbed = set()
     for x in ms:
@@ -125,12 +125,12 @@ def _rewrite(g: Graph, ms: list):
                   and (a.delay == 0 or g.nodes[src.args[0].node].axis is not None)):
                 inner = src.args[0]
                 col = int(src.attrs["col"])
-                args.append(use(Operand(inner.node, inner.delay + a.delay), ("v", col // W, col % W), False))
+                k = use(Operand(inner.node, inner.delay + a.delay), False, False)
+                args.append(f"i{k}@{col // W}" + (f"+{col % W}" if col % W else ""))
                 absorbed.add(src.name)
-            elif src.ty.feat == 1 and W != 1:
-                args.append(use(a, ("s",), arg.kind == "mask"))
             else:
-                args.append(use(a, ("v", 0, 0), arg.kind == "mask"))
+                scalar = src.ty.feat == 1 and W != 1
+                args.append(f"i{use(a, scalar, arg.kind == 'mask')}")
         eqns.append((n.op, tuple(args)))
     name = f"{shown(ms[-1])}#fused"
     k = 2
