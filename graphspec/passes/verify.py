@@ -77,7 +77,7 @@ def _check_fused(g, n, fail):
         if len(args) != len(sig.args):
             fail(f"{n.name}: equation {i}: {op} takes {len(sig.args)} operands, has {len(args)}")
         for x in args:
-            if isinstance(x, str) and not ((x[0] == "i" and int(x[1:]) < len(grp.ins))
+            if isinstance(x, str) and not ((x[0] == "i" and int(x[1:].split("@")[0]) < len(grp.ins))
                                            or (x[0] == "e" and int(x[1:]) < i)):
                 fail(f"{n.name}: equation {i} reads {x}, which is not defined before it")
     members = n.attrs.get("members", [])
