@@ -239,6 +239,8 @@ def _unary(name, doc, fwd, grad, kernels="elementwise"):
 
 _unary("tanh", "y = tanh(x). backward: dx += dy * (1 - y^2).", "tanh(x)", "g * (1 - y * y)")
 _unary("sigmoid", "y = 1 / (1 + exp(-x)). backward: dx += dy * y * (1 - y).", "sigmoid(x)", "g * y * (1 - y)")
+_unary("softplus", "y = log(1 + exp(x)), a smooth ReLU. backward: dx += dy * sigmoid(x).", "softplus(x)",
+       "g * sigmoid(x)", kernels="")
 
 
 @op("rectify", (Arg("z"), Arg("a")), syntax="rectify(z, a)", kernels="elementwise",
