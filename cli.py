@@ -92,7 +92,9 @@ def cmd_compile(args):
              if s.get(k)]
     if fused:
         print(f"  fused: {', '.join(fused)}")
-    print(f"  activation memory: {memory_estimate(plan) / 2**20:.2f} MiB (float32 values and gradients)")
+    mem, shared = memory_estimate(plan), s.get("bytes shared in place", 0)
+    reuse = f"; {(mem + shared) / 2**20:.2f} MiB before {s['in-place values']} in-place value(s)" if shared else ""
+    print(f"  activation memory: {mem / 2**20:.2f} MiB (float32 values and gradients{reuse})")
     return 0
 
 

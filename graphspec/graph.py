@@ -50,6 +50,17 @@ class Node:
 
 
 @dataclass
+class Call:
+    """A block instance as the spec wrote it: errors inside the standard library's block files
+    are reported here, at the call, in the words of the call."""
+    loc: Loc
+    block: str
+    node: str                       # the node the user named ('dec', 'ctx')
+    args: dict                      # argument name -> (Operand it is bound to, loc, text)
+    library: bool                   # a block of graphspec/blocks (not the user's own file)
+
+
+@dataclass
 class Graph:
     name: str
     nodes: dict = field(default_factory=dict)       # name -> Node, in definition order
@@ -63,6 +74,8 @@ class Graph:
     train: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)     # user name -> Operand it stands for
     instances: dict = field(default_factory=dict)   # block instance prefix 'enc.fwd.' -> block file
+    calls: dict = field(default_factory=dict)       # instance prefix -> Call: where the spec made it
+    delay_at: dict = field(default_factory=dict)    # (node, delay) -> where the spec first reads it so
 
     def add(self, node: Node) -> Node:
         self.nodes[node.name] = node
@@ -79,6 +92,24 @@ class Graph:
             if n.init is not None:
                 out[n.init.node].append(n.name)
         return out
+
+
+def call_of(g: Graph, name: str) -> Optional[Call]:
+    """The outermost library block call a node belongs to (None: the user wrote the node)."""
+    hits = [c for p, c in g.calls.items() if name.startswith(p) and c.library]
+    return min(hits, key=lambda c: len(c.node)) if hits else None
+
+
+def describe(g: Graph, name: str) -> str:
+    """How a message names a node: the user's name for it (an alias such as `k: 3`), or for a
+    part of an equation its op and operands (argmax(o))."""
+    for user, op in g.aliases.items():
+        if op.node == name and op.mode == "step" and op.delay == 0 and "." not in user:
+            return user
+    n = g.nodes.get(name)
+    if "#" in name and n is not None and not n.is_leaf:
+        return f"{n.op}({', '.join(_shown(describe(g, a.node)) if a.mode == 'step' and not a.delay else str(a) for a in n.args)})"
+    return _shown(name)
 
 
 # ---------------------------------------------------------------- inference
@@ -117,19 +148,38 @@ def _infer_axes(g: Graph, probs: Problems):
             if len(axes) == 1 and n.axis is None:
                 n.axis = axes.pop()
                 changed = True
+    mixed = {}
+    for n in g.nodes.values():
+        if not n.is_leaf:
+            axes = sorted({_axis_of(g, a) for a in n.args} - {None} | ({n.declared_axis} - {None}))
+            if len(axes) > 1:
+                mixed[n.name] = axes
+    # a mix is reported where it starts, not again in every node that reads its result
+    users = g.consumers()
+    downstream, todo = set(), [u for m in mixed for u in users[m]]
+    while todo:
+        x = todo.pop()
+        if x not in downstream:
+            downstream.add(x)
+            todo += users[x]
+    reported = set()
     for n in g.nodes.values():
         if n.is_leaf:
             continue
-        axes = sorted({_axis_of(g, a) for a in n.args} - {None} | ({n.declared_axis} - {None}))
-        if len(axes) > 1:
-            probs.add(n.loc, f"node '{_shown(n.name)}' mixes steps of axes {' and '.join(axes)}; "
-                             f"read across axes with last(x) or all(x)")
+        if n.name in mixed and not any(a.node in mixed or a.node in downstream for a in n.args):
+            call = call_of(g, n.name)
+            loc, who = (call.loc, call.node) if call else (n.loc, _shown(n.name))
+            if (loc, who) not in reported:
+                reported.add((loc, who))
+                probs.add(loc, f"node '{who}' mixes steps of axes {' and '.join(mixed[n.name])}; "
+                               f"read across axes with last(x) or all(x)")
         for a in n.args:
             if a.mode == "step" and a.delay != 0 and g.nodes[a.node].axis is None:
                 target = g.nodes[a.node]
                 what = "an input" if target.op == "input" else "a param" if target.op == "param" else "a static node"
-                probs.add(n.loc, f"{a}: '{_shown(a.node)}' is {what} with no time axis; "
-                                 f"only nodes that vary over t can be read at t-k")
+                shown = describe(g, a.node)
+                probs.add(n.loc, f"{shown}[t{'-' if a.delay > 0 else '+'}{abs(a.delay)}]: '{shown}' is {what} "
+                                 f"with no time axis; only nodes that vary over t can be read at t-k")
             if a.mode in ("last", "first", "all") and g.nodes[a.node].axis is None:
                 probs.add(n.loc, f"{a.mode}({_shown(a.node)}): '{_shown(a.node)}' has no time axis to read across")
 
@@ -225,8 +275,14 @@ def _infer_types(g: Graph, probs: Problems):
             if t.dtype != want:
                 kind = "token ids" if t.dtype == "i" else "real values"
                 need = "token ids" if want == "i" else "real values"
-                probs.add(n.loc, f"{n.op}: operand '{_shown(a.node)}' holds {kind} but {need} are needed here"
-                          + (" (look up an embedding first: E[x])" if t.dtype == "i" else ""))
+                src = g.nodes[a.node]
+                hint = " (look up an embedding first: E[x])" if src.op == "input" and t.dtype == "i" else ""
+                call = call_of(g, n.name)
+                arg = next((k for k, (op, _, _) in call.args.items() if op.node == a.node), None) if call else None
+                if call is not None and arg is not None:      # a library block given the wrong kind of value
+                    probs.add(call.args[arg][1], f"{call.block}: argument '{arg}' holds {kind} but {need} are needed here{hint}")
+                else:
+                    probs.add(n.loc, f"{n.op}: operand '{describe(g, a.node)}' holds {kind} but {need} are needed here{hint}")
                 wrong = True
         if wrong:
             n.ty = n.ty or Ty(ANY)
@@ -257,8 +313,12 @@ def _infer_types(g: Graph, probs: Problems):
         init = g.nodes[n.init.node].ty if n.init is not None else None
         if at and init is not None and n.ty is not None and ANY not in (init.feat, n.ty.feat) \
                 and init.feat != n.ty.feat and init.feat != 1:
-            loc, text, shown = at
-            probs.add(loc, f"init of '{shown}': {text} is {init} but {shown} is {n.ty}")
+            loc, text, shown, call = at
+            if call is not None:
+                block, arg, node = call
+                probs.add(loc, f"{block}: {arg} {text} is {init} but the state {shown} is {n.ty} (in node '{node}')")
+            else:
+                probs.add(loc, f"init of '{shown}': {text} is {init} but {shown} is {n.ty}")
     if not probs.items:
         for n in g.nodes.values():
             if n.ty is None or n.ty.feat == ANY:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from . import expr as E
 from .errors import Loc, Problems, SpecError, did_you_mean
-from .graph import ANY, Graph, Node, Operand
+from .graph import ANY, Call, Graph, Node, Operand
 from .loader import Located, load_file
 from .ops import REGISTRY, MatTy, OpSig, Sugar, Ty, callable_ops
 
@@ -301,7 +301,12 @@ class Builder:
                     if isinstance(iex, E.Name) and _lookup(scope, iex.id) is ZEROS:
                         continue
                     target.init = self._lower(iex, scope, name + ".init", top=False)
-                    target.init_at = (iex.loc, E.unparse(iex), targets[0])
+                    target.init_at = (iex.loc, E.unparse(iex), targets[0], None)
+                    call = self.g.calls.get(scope.prefix)
+                    if isinstance(iex, E.Name) and call is not None and call.library and iex.id in call.args:
+                        # a library block's initial state given at the call: report it there
+                        _, loc, text = call.args[iex.id]
+                        target.init_at = (loc, text, targets[0], (call.block, iex.id, call.node))
                 except SpecError as err:
                     self.probs.extend(err)
 
@@ -357,6 +362,8 @@ class Builder:
                 if isinstance(e, E.Ref) and e.delay:
                     raise SpecError.at(e.loc, f"{E.unparse(e)}: '{e.id}' is a dim, not a node")
                 return self._const(float(op[1]) if isinstance(op[1], int) else 0.0, e.loc)
+            if delay:
+                self.g.delay_at.setdefault((op.node, op.delay + delay), e.loc)
             return Operand(op.node, op.delay + delay, op.mode)
         if isinstance(e, E.Lookup):
             table = self._lower(e.table, scope, out)
@@ -573,14 +580,20 @@ class Builder:
             bound[k] = v
         if first_arg is not None:
             bound.pop(b.args[0][0], None)
+        shown = re.sub(r"\.(fwd|bwd|l\d+)$", "", name.split("#")[0])
+        call = Call(e.loc, b.name, shown, {}, os.path.dirname(os.path.abspath(b.doc.file)) == os.path.abspath(STDLIB))
+        self.g.calls[prefix] = call
         for a, default in b.args:
             if a == b.args[0][0] and first_arg is not None:
                 inner.names[a] = first_arg
+                if e.args:
+                    call.args[a] = (first_arg, e.args[0].loc, E.unparse(e.args[0]))
                 continue
             if a not in bound and default is None:
                 raise SpecError.at(e.loc, f"block {b.name} needs argument '{a}' ({', '.join(params)})")
             if a in bound:
                 inner.names[a] = self._lower(bound[a], scope, f"{name}#arg")
+                call.args[a] = (inner.names[a], bound[a].loc, E.unparse(bound[a]))
             elif isinstance(default, E.Name) and default.id == "zeros":
                 inner.names[a] = ZEROS
             else:

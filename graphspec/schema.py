@@ -154,8 +154,9 @@ def _report(doc: Located, validator) -> None:
         if err.validator == "oneOf" and path[:1] == ("dims",) and len(path) == 2:
             probs.add(doc.where(path), f"dim '{path[1]}' must be a positive integer or 'data', got {err.instance!r}")
             continue
-        if err.validator == "oneOf" and path[:1] == ("inputs",) and isinstance(err.instance, dict):
-            probs.add(doc.where(path), f"{keys}: an input needs exactly one of tokens, real or label")
+        if err.validator == "oneOf" and path[:1] == ("inputs",):
+            if isinstance(err.instance, dict):      # (not a mapping at all: the type error says it)
+                probs.add(doc.where(path), f"{keys}: an input needs exactly one of tokens, real or label")
             continue
         if err.validator == "oneOf" and path[:1] == ("nodes",):
             allowed = ["eq", "init", "axis"]

@@ -178,6 +178,8 @@ class _Emitter:
             sig = REGISTRY[op]
         if skip_w:
             need[0] = False
+        if op == "affine" and self.lay.alias.get(n.name) == n.args[2].node:
+            need[2] = False             # computed in a's buffer: a's gradient is y's, the same memory
         if not sig.grad:
             need = [False] * len(need)
         need = [nd and k not in sig.masks for k, nd in enumerate(need)]

@@ -21,6 +21,7 @@ class Layout:
     post: dict                  # node -> slots after t=T-1 (reads at t+k)
     rows: dict                  # node -> has a row per batch row
     shapes: dict = field(default_factory=dict)  # node -> buffer shape
+    alias: dict = field(default_factory=dict)   # node -> the node whose buffer it writes in place
     buf: dict = field(default_factory=dict)     # node -> Buffer
     foff: int = 0
     ioff: int = 0
@@ -54,9 +55,35 @@ def run(g: Graph, ctx) -> dict:
                 post[a.node] = max(post[a.node], -a.delay)
     lay = Layout(Plan(g.name, ctx.batch, dict(ctx.lengths)), pre, post, batched(g))
     need = _check_memory(g, ctx, lay)       # also fills lay.shapes
+    if ctx.fuse:
+        _in_place(g, lay)
     _allocate(g, lay)
     ctx.layout = lay
-    return {"memory bytes": need}
+    shared = sum(math.prod(lay.shapes[n]) for n in lay.alias) * ctx.dtype_bytes * 2
+    return {"memory bytes": need, "in-place values": len(lay.alias), "bytes shared in place": shared}
+
+
+def _in_place(g: Graph, lay: Layout):
+    """y = affine(W, x, a) accumulates onto a copy of a; when a is read by nothing else (and is
+    no output), y can take a's buffer and the GEMM accumulate onto a itself: an LSTM's gates
+    z(t) = (b + W x(t)) + R h(t-1) then live in the buffer of the hoisted b + W x. G has F's
+    layout, so a's gradient is y's, with no copy (the emitter drops the add of dy into da)."""
+    from .analysis import kept
+    users = g.consumers()
+    outs = kept(g)
+    taken = set()
+    for n in g.nodes.values():
+        if n.op != "affine" or n.init is not None:
+            continue
+        a = n.args[2]
+        src = g.nodes[a.node]
+        if (a.mode == "step" and a.delay == 0 and not src.is_leaf and src.op not in ("member", "fused")
+                and users[src.name] == [n.name] and src.name not in outs and src.name not in taken
+                and src.init is None and lay.shapes.get(src.name) == lay.shapes.get(n.name)
+                and lay.pre[src.name] == lay.pre[n.name] == 0 and lay.post[src.name] == lay.post[n.name] == 0
+                and src.ty.dtype == "f"):
+            lay.alias[n.name] = src.name
+            taken.add(src.name)
 
 
 def shape(g: Graph, ctx, lay: Layout, n: Node) -> tuple:
@@ -98,12 +125,27 @@ def _check_memory(g: Graph, ctx, lay: Layout) -> int:
         total += math.prod(lay.shapes[n.name])
     need = total * ctx.dtype_bytes * 2
     if need > MAX_BYTES:
+        _blame_delay(g, ctx, lay, need)
         sizes = ", ".join(f"{k}={v}" for k, v in g.dims.items())
         raise SpecError.at(_where(g), f"these dims ({sizes}) with batch {ctx.batch} and lengths "
                                       f"{', '.join(f'{k}={v}' for k, v in ctx.lengths.items())} need "
                                       f"{need / 2**30:.1f} GiB for values and gradients; the limit is "
                                       f"{MAX_BYTES / 2**30:.0f} GiB: use smaller dims or a shorter length")
     return need
+
+
+def _blame_delay(g: Graph, ctx, lay: Layout, need: int):
+    """Over the limit only because of the slots a far delay keeps (h[t-100000000])? Say so there."""
+    slots = {n: lay.pre[n] + lay.post[n] for n in lay.shapes if len(lay.shapes[n]) == 3}
+    extra = sum(slots[n] * lay.shapes[n][1] * lay.shapes[n][2] for n in slots) * ctx.dtype_bytes * 2
+    if not slots or need - extra > MAX_BYTES:
+        return
+    name = max(slots, key=slots.get)
+    delay = lay.pre[name] if lay.pre[name] >= lay.post[name] else -lay.post[name]
+    loc = g.delay_at.get((name, delay)) or g.nodes[name].loc or _where(g)
+    read = f"{name.split('#')[0]}[t{'-' if delay > 0 else '+'}{abs(delay)}]"
+    raise SpecError.at(loc, f"a delay of {abs(delay)} steps ({read}) needs {need / 2**30:.1f} GiB for values and "
+                            f"gradients; the limit is {MAX_BYTES / 2**30:.0f} GiB: read fewer steps back")
 
 
 def _allocate(g: Graph, lay: Layout):
@@ -135,7 +177,8 @@ def _allocate(g: Graph, lay: Layout):
 
 def _place(g: Graph, lay: Layout, n: Node, dtype: str, off: int) -> int:
     kind = {"param": "param", "const": "const", "input": "input"}.get(n.op, "value")
-    b = Buffer(n.name, kind, dtype, lay.shapes[n.name], off,
+    shared = lay.alias.get(n.name)
+    b = Buffer(n.name, kind, dtype, lay.shapes[n.name], lay.buf[shared].offset if shared else off,
                learn=n.op == "param" and bool(n.attrs.get("learn", True)),
                init=n.attrs.get("init") if n.op == "param" else n.attrs.get("value"),
                pre=lay.pre.get(n.name, 0), post=lay.post.get(n.name, 0), node=n.name)
@@ -143,4 +186,4 @@ def _place(g: Graph, lay: Layout, n: Node, dtype: str, off: int) -> int:
         b.fields = {"kind": n.attrs.get("kind"), "field": n.attrs.get("field"), "axis": n.axis}
     lay.plan.buffers[n.name] = b
     lay.buf[n.name] = b
-    return off + b.size
+    return off if shared else off + b.size

@@ -22,8 +22,10 @@ def matmul_bwd(w, x, out, gout, gw, gx, need):
 
 @jit
 def affine_fwd(w, x, a, out):
-    """Y = A (rows repeated) + X @ W.T: A is copied in, then the GEMM adds to it (beta=1)."""
-    copy_fwd(a, out)
+    """Y = A (rows repeated) + X @ W.T: A is copied in, then the GEMM adds to it (beta=1). When
+    the compiler put Y in A's buffer (its only reader), the GEMM accumulates onto A in place."""
+    if a.ctypes.data != out.ctypes.data or a.shape[0] != out.shape[0]:
+        copy_fwd(a, out)
     gemm(False, True, 1.0, x, w, 1.0, out)
 
 
