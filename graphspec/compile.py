@@ -44,6 +44,8 @@ def compile_graph(g: Graph, lengths: Optional[dict] = None, batch: int = 1, trai
                   tables: Optional[dict] = None, dtype_bytes: int = 4, fuse: bool = True) -> Plan:
     """Compile a typed step graph (graphspec.load) for concrete lengths and batch size.
     fuse=False keeps every block as written (the reference the fused kernels are tested against)."""
+    from .limits import check_plan_size
+    check_plan_size(g, lengths or {}, batch, dtype_bytes)        # before any pass: refuse absurd sizes cheaply
     c = _Compiler(g, lengths or {}, batch, training, tables or {}, dtype_bytes)
     c.fuse = fuse
     return c.run()
