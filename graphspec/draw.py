@@ -1067,6 +1067,15 @@ def _check_writable(path: str):
         d = os.path.dirname(d)
     if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
         raise UserError(f"-o {path}: cannot write there ({d} is not a writable directory)")
+    if d == os.path.dirname(os.path.abspath(path)):      # a file can be made there? (a read-only mount, /proc)
+        existed = os.path.exists(path)
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as e:
+            raise UserError(f"-o {path}: cannot write it: {e.strerror or e}") from None
+        if not existed:
+            os.unlink(path)
 
 
 def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optional[dict] = None, *,

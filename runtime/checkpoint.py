@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 from typing import Optional
 
@@ -96,7 +97,7 @@ def check_meta(meta, path: str) -> dict:
 class Checkpoint:
     """An opened checkpoint: its meta (checked) and each array's (shape, dtype), data not read."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, need_meta: bool = True):
         self.path = path
         regular(path, MAX_CHECKPOINT_BYTES, "checkpoint")
         try:
@@ -112,18 +113,21 @@ class Checkpoint:
                 if info.file_size > size + 65536:     # the header is small: more is not an array
                     raise _Bad(f"'{name}' is {info.file_size} bytes for a {shape} {dtype} array")
                 self.members[name] = (tuple(shape), dtype, info)
-            if "meta" not in self.members:
-                raise _Bad("no meta")
-            shape, dtype, _ = self.members["meta"]
-            if shape != () or dtype.kind != "U" or dtype.itemsize > MAX_META_BYTES:
-                raise _Bad(f"meta is a {shape} {dtype} array, not one string")
-            meta = json.loads(str(self._read("meta")))
+            meta = self._meta() if need_meta or "meta" in self.members else None
         except UserError:
             raise
         except Exception as e:          # zip errors, truncation, bad headers or JSON: one message
             why = str(e) if isinstance(e, _Bad) else f"{type(e).__name__}: {e}"
             raise _damaged(path, " ".join(why.split())) from None
-        self.meta = check_meta(meta, path)
+        self.meta = check_meta(meta, path) if meta is not None else None
+
+    def _meta(self):
+        if "meta" not in self.members:
+            raise _Bad("no meta")
+        shape, dtype, _ = self.members["meta"]
+        if shape != () or dtype.kind != "U" or dtype.itemsize > MAX_META_BYTES:
+            raise _Bad(f"meta is a {shape} {dtype} array, not one string")
+        return json.loads(str(self._read("meta")))
 
     def _read(self, name: str) -> np.ndarray:
         with self.zip.open(self.members[name][2]) as f:
@@ -194,8 +198,8 @@ def _shape(s) -> str:
     return "x".join(map(str, s)) or "scalar"
 
 
-def open_checkpoint(path: str) -> Checkpoint:
-    import os
+def open_checkpoint(path: str, need_meta: bool = True) -> Checkpoint:
+    """need_meta=False: the params alone are wanted (plot); a meta, if there, is still checked."""
     if not os.path.lexists(path):
         raise UserError(f"{path}: no such checkpoint")
-    return Checkpoint(path)
+    return Checkpoint(path, need_meta)

@@ -153,8 +153,9 @@ def _needs(verb: str, path: str, model, task, meta):
 
 
 def cmd_eval(args):
-    from .train import evaluate
+    from .train import check_batch_fits, evaluate
     model, task, meta = restore(args.ckpt, args.data)
+    check_batch_fits(model, task, int(meta["cfg"]["batch"]), meta["seed"] + 1)    # the batch a checkpoint names
     res = evaluate(model, task, meta["cfg"], split=args.split, batches=args.batches, seed=meta["seed"] + 1)
     print(json.dumps(res))
     return 0

@@ -2,7 +2,7 @@
 steps and training (the vanishing/exploding picture), attention maps, and the eigenvalues of the
 recurrent weight matrices. numpy and matplotlib (Agg) only: no numba, nothing compiled.
 
-A run directory holds metrics.jsonl (train lines: step, loss, grad_norm, lr, time and sometimes
+A run directory holds metrics.jsonl (train lines: step, loss, grad_norm, lr and sometimes
 grad_norm_t; validation lines: "split": "valid", step, loss and some of ppl, acc, seq_acc, mse,
 free_acc, free_seq_acc), gradnorm.npy ([rows, 1+T]: the step, then ||dL/dh(t)|| per t, NaN padded),
 perhaps attention.npz (weights [T_tgt, T_src], src and tgt tokens) and last.npz (param/NAME).
@@ -284,7 +284,7 @@ def recurrent_matrices(params: dict) -> dict:
 
 def read_params(path: str) -> dict:
     from .checkpoint import open_checkpoint
-    ck = open_checkpoint(path)
+    ck = open_checkpoint(path, need_meta=False)
     try:
         return ck.params(max_bytes=1 << 30)
     finally:
@@ -328,9 +328,20 @@ def plot_eigen(run_dir: str, out: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- all of them
+def check_run_files(run_dir: str):
+    """Read every run file once before drawing anything: damage is named before any work."""
+    read_metrics(run_dir)
+    read_gradnorm_file(os.path.join(run_dir, "gradnorm.npy"))
+    if os.path.lexists(os.path.join(run_dir, "attention.npz")):
+        read_attention(os.path.join(run_dir, "attention.npz"))
+    if os.path.lexists(os.path.join(run_dir, "last.npz")):
+        read_params(os.path.join(run_dir, "last.npz"))
+
+
 def plot_run(run_dir: str, out_dir: Optional[str] = None) -> list:
     """Draw every picture the run directory has data for; the PNG files written, in order:
     curves.png, gradnorm.png, attention.png, eigen.png."""
+    check_run_files(str(run_dir))
     out_dir = str(out_dir or run_dir)
     os.makedirs(out_dir, exist_ok=True)
     written = []

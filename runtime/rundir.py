@@ -302,7 +302,7 @@ def read_gradnorm(path: str) -> Optional[np.ndarray]:
         with open(path, "rb") as f:
             shape, dtype = npy_header(f)
             if dtype.kind != "f" or len(shape) != 2 or shape[1] < 2:
-                raise ValueError(f"a {dtype} array of shape {shape}, not float rows of a step and its norms")
+                raise ValueError(f"an array of {dtype} and shape {shape}, not float rows of a step and its norms")
             if shape[0] * shape[1] > MAX_GRADNORM_CELLS:
                 raise ValueError(f"{shape[0] * shape[1]:,} values, more than {MAX_GRADNORM_CELLS:,}")
             f.seek(0)

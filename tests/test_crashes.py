@@ -43,7 +43,9 @@ def test_a_torn_metrics_line_is_cut_on_resume(tmp_path):
         step = __import__("json").loads(str(z["meta"]))["step"]
     assert step == 8 and '"step": 9' in text             # and rows past the checkpoint
     from runtime.rundir import cut_metrics
+    inode = os.stat(os.path.join(out, "metrics.jsonl")).st_ino
     cut_metrics(os.path.join(out, "metrics.jsonl"), step)
+    assert os.stat(os.path.join(out, "metrics.jsonl")).st_ino == inode        # cut in place, never rewritten
     rows = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
     assert text.startswith("\n".join(rows) + "\n")
     assert [__import__("json").loads(r)["step"] for r in rows] == [1, 2, 3, 4, 5, 6, 7, 8, 8]
@@ -158,3 +160,15 @@ def test_a_full_disk_leaves_the_last_checkpoint_intact(tiny, tmp_path):
     assert code == 0, err
     for name in ("metrics.jsonl", "best.npz", "last.npz"):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_model_save_is_atomic_and_deterministic(tiny, tmp_path):
+    from runtime.model import Model
+    m = Model(tiny["ff"], seed=3)
+    m.save(str(tmp_path / "p.npz"))
+    first = (tmp_path / "p.npz").read_bytes()
+    m.save(str(tmp_path / "p.npz"))
+    assert (tmp_path / "p.npz").read_bytes() == first and os.listdir(tmp_path) == ["p.npz"]
+    m2 = Model(tiny["ff"], seed=4)
+    m2.load(str(tmp_path / "p.npz"))
+    assert all(np.array_equal(a, m2.get_params()[k]) for k, a in m.get_params().items())

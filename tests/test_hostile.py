@@ -436,6 +436,15 @@ def test_resume_refuses_a_damaged_last_checkpoint_and_keeps_the_run(tiny, tmp_pa
         assert {n: (run / n).read_bytes() for n in os.listdir(run)} == before      # nothing lost
 
 
+def test_a_checkpoint_naming_an_absurd_batch_is_refused_before_a_batch_is_built(tiny, tmp_path):
+    ck = tmp_path / "last.npz"
+    with np.load(tiny["run_ff"] / "last.npz") as z:
+        cfg = json.loads(str(z["meta"]))["cfg"]
+    rewrite_meta(tiny["run_ff"] / "last.npz", ck, cfg=dict(cfg, batch=10 ** 12))
+    code, out, err = main("eval", ck)
+    assert code == 2 and len(err.splitlines()) == 1 and "with batch 1000000000000" in err and "GiB" in err
+
+
 def test_optimizer_state_of_another_model_is_refused_on_resume(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny["run_elman"], run)
@@ -466,29 +475,35 @@ def test_damaged_gradient_norms_and_metrics(tiny, tmp_path):
         "one dimension": lambda p: np.save(p, np.zeros(5)),
         "strings": lambda p: np.save(p, np.array([["a", "b"]])),
         "not npy": lambda p: p.write_bytes(b"not an npy file"),
-        "truncated": lambda p: p.write_bytes((tiny["run_elman"] / "gradnorm.npy").read_bytes()[:100]),
+        "truncated": lambda p: p.write_bytes((tiny["run_lstm"] / "gradnorm.npy").read_bytes()[:100]),
         "huge header": lambda p: open(p, "wb").write(np.lib.format.magic(1, 0) + b"\x10\x00{'descr': '<f8', "
                                                      b"'fortran_order': False, 'shape': (100000000, 100), }  \n"),
     }
     for what, make in cases.items():
         shutil.rmtree(run, ignore_errors=True)
-        shutil.copytree(tiny["run_elman"], run)
+        shutil.copytree(tiny["run_lstm"], run)
         make(run / "gradnorm.npy")
-        for argv in (["plot", run, "-o", tmp_path / "pics"], ["train", tiny["elman"], "--out", run, "--resume"]):
+        for argv in (["plot", run, "-o", tmp_path / "pics"], ["train", tiny["lstm"], "--out", run, "--resume"]):
             code, out, err = main(*argv)
             assert code == 2 and len(err.splitlines()) == 1, (what, err)
             assert err.startswith(f"graphspec: {run / 'gradnorm.npy'}: not a gradient-norm log ("), (what, err)
-    for line, why in (('[1, 2]\n', "not a record with an integer step"), ('{"step": "3"}\n', "not a record with an integer step"),
-                      ('{"loss": 1}\n', "not a record with an integer step"), ('{"step": 1\n', "not a JSON line"),
-                      ('"just a string"\n', "not a record with an integer step")):
+    bad_lines = (('[1, 2]\n', "not a record with an integer step"), ('{"step": "3"}\n', "not a record with an integer step"),
+                 ('{"loss": 1}\n', "not a record with an integer step"), ('{"step": 1\n', "not a JSON line"),
+                 ('"just a string"\n', "not a record with an integer step"), ('{"step": true}\n', "not a record with "
+                                                                                   "an integer step"))
+    for line, why in bad_lines:
         shutil.rmtree(run)
-        shutil.copytree(tiny["run_elman"], run)
+        shutil.copytree(tiny["run_lstm"], run)
         lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
         (run / "metrics.jsonl").write_text(lines[0] + line + "".join(lines[1:]))
-        one_line(["train", tiny["elman"], "--out", run, "--resume"],
+        one_line(["train", tiny["lstm"], "--out", run, "--resume"],
                  f"graphspec: {run / 'metrics.jsonl'}:2: {why}; the log is damaged (move the file away to resume without it)")
-        code, out, err = main("plot", run, "-o", tmp_path / "pics")       # plot draws the rest
-        assert code == 0, err
+    with open(run / "metrics.jsonl", "a") as f:
+        f.writelines(line for line, _ in bad_lines)
+    code, out, err = main("plot", run, "-o", tmp_path / "pics")       # plot draws the rest
+    assert code == 0 and out.split() == ["wrote", str(tmp_path / "pics" / "curves.png"), "wrote",
+                                         str(tmp_path / "pics" / "gradnorm.png"), "wrote",
+                                         str(tmp_path / "pics" / "eigen.png")], err
 
 
 def test_a_damaged_attention_file(tiny, tmp_path):
