@@ -1,7 +1,10 @@
 """graphspec: validate, compile, train, decode and draw sequence models written as YAML specs.
 
 Spec errors print as `file:line:col: message` and exit with code 2; no traceback, ever, for
-bad input. Only the verbs that run a model import runtime/ (and so numba).
+bad input. Exit codes, for every verb: 0 done, 2 bad input (a spec, a flag, a file, a path that
+cannot be written), 130 interrupted (Ctrl-C; train writes a checkpoint first), 70 a bug of ours
+(one line; GRAPHSPEC_DEBUG=1 shows the traceback); `gradcheck` exits 1 when a gradient fails its
+check. Only the verbs that run a model import runtime/ (and so numba).
 """
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ import json
 import os
 import sys
 
+from graphspec import flags
+
 EXIT_SPEC = 2
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
 
 
 def _fail(msg: str, code: int = EXIT_SPEC):
@@ -18,15 +25,11 @@ def _fail(msg: str, code: int = EXIT_SPEC):
     return code
 
 
-def _lengths(args, g) -> dict:
-    out = {}
-    for item in args.len or []:
-        if "=" in item:
-            k, v = item.split("=", 1)
-            out[k] = int(v)
-        else:
-            out.update({a: int(item) for a in g.axes})
-    return out
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2): `graphspec train: argument --lr: ...`."""
+
+    def error(self, message):
+        self.exit(EXIT_SPEC, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------- front-end verbs
@@ -47,10 +50,7 @@ def cmd_validate(args):
 
 def _bind_for(g, args) -> dict:
     """Dims bound from data: a placeholder size lets compile run without the data."""
-    bind = {}
-    for item in getattr(args, "bind", None) or []:
-        k, v = item.split("=", 1)
-        bind[k] = int(v)
+    bind = flags.resolve_bind(getattr(args, "bind", None), g.dims)
     for k, v in g.dims.items():
         if isinstance(v, str) and k not in bind:
             bind[k] = 64
@@ -64,7 +64,7 @@ def cmd_compile(args):
     bind = _bind_for(g, args)
     if bind:
         g = graphspec.load(args.spec, bind=bind)
-    lengths = _lengths(args, g)
+    lengths = flags.resolve_lengths(args.len, g.axes)
     if args.after:
         from graphspec.compile import make_ctx
         from graphspec.passes import print_ir, run
@@ -116,7 +116,7 @@ def cmd_schema(args):
 # ---------------------------------------------------------------- dispatch
 def build_parser() -> argparse.ArgumentParser:
     from graphspec.passes import PASSES
-    p = argparse.ArgumentParser(prog="graphspec", description=__doc__.splitlines()[0])
+    p = Parser(prog="graphspec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
 
     s = sub.add_parser("validate", help="check specs; an OK line per file, or the errors")
@@ -125,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compile", help="compile a spec and summarise (or print) the plan")
     s.add_argument("spec")
-    s.add_argument("--len", action="append", metavar="T|AXIS=T", help="sequence length (per axis: src=12)")
-    s.add_argument("--batch", type=int, default=32)
-    s.add_argument("--bind", action="append", metavar="DIM=N", help="a dim the data would bind (V=60)")
+    s.add_argument("--len", action="append", type=flags.length, metavar="T|AXIS=T",
+                   help="sequence length (per axis: src=12)")
+    s.add_argument("--batch", type=flags.spec_value("train", "batch"), default=32)
+    s.add_argument("--bind", action="append", type=flags.bind, metavar="DIM=N",
+                   help="a dim's size: one the data would bind (V=60), or another to try")
     s.add_argument("--plan", action="store_true", help="print the plan, one equation a line")
     s.add_argument("--after", choices=PASSES, metavar="PASS",
                    help=f"print the IR after a compiler pass ({', '.join(PASSES)})")
@@ -158,16 +160,29 @@ def main(argv=None) -> int:
     except graphspec.SpecError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return 0
     except graphspec.UserError as e:
-        return _fail(f"graphspec: {e}", e.code)
-    except Exception as e:       # a bug of ours, not the user's: say so in one line
-        if os.environ.get("GRAPHSPEC_DEBUG"):
-            raise
-        return _fail(f"graphspec: internal error: {type(e).__name__}: {e} "
-                     f"(rerun with GRAPHSPEC_DEBUG=1 for the traceback, and please report it)", 70)
+        return _fail(f"graphspec: {_one_line(e)}", e.code)
+    except OSError as e:         # a path we were told to read or write: the user's environment
+        if e.filename is None or os.environ.get("GRAPHSPEC_DEBUG"):
+            return _bug(e)
+        return _fail(f"graphspec: {e.filename}: {e.strerror or e}")
+    except Exception as e:
+        return _bug(e)
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split("\n"))
+
+
+def _bug(e: Exception) -> int:
+    """A bug of ours, not the user's: say so in one line (exit 70)."""
+    if os.environ.get("GRAPHSPEC_DEBUG"):
+        raise e
+    return _fail(f"graphspec: internal error: {type(e).__name__}: {_one_line(e)} "
+                 f"(rerun with GRAPHSPEC_DEBUG=1 for the traceback, and please report it)", EXIT_BUG)
 
 
 if __name__ == "__main__":

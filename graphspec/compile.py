@@ -6,6 +6,7 @@ from typing import Optional
 
 from .graph import Graph
 from .passes import Ctx, run
+from .passes.layout import MAX_BYTES  # noqa: F401  (the memory limit, for graphspec.limits)
 from .plan import Plan
 
 
@@ -22,7 +23,9 @@ def compile_graph(g: Graph, lengths: Optional[dict] = None, batch: int = 1, trai
 
 def make_ctx(g: Graph, lengths: Optional[dict] = None, batch: int = 1, training: bool = True,
              tables: Optional[dict] = None, dtype_bytes: int = 4, fuse: bool = True) -> Ctx:
+    from .limits import check_plan_size
     lengths = lengths or {}
+    check_plan_size(g, lengths, batch, dtype_bytes)          # before any pass: refuse absurd sizes cheaply
     default = g.train.get("len") if isinstance(g.train.get("len"), dict) else {}
     T = {a: int(lengths.get(a, default.get(a, 10))) for a in g.axes}
     return Ctx(T, int(batch), training, dict(tables or {}), dtype_bytes, fuse)

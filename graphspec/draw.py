@@ -1056,6 +1056,28 @@ def render(dot_or_graph, path: str, title: Optional[str] = None) -> str:
     return path
 
 
+def _check_writable(path: str):
+    """Before drawing: the picture's place can take a file (an existing ancestor directory we may
+    write into; not a directory itself)."""
+    from .errors import UserError
+    if os.path.isdir(path):
+        raise UserError(f"-o {path}: is a directory; give a file name")
+    d = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d) or not os.access(d, os.W_OK | os.X_OK):
+        raise UserError(f"-o {path}: cannot write there ({d} is not a writable directory)")
+    if d == os.path.dirname(os.path.abspath(path)):      # a file can be made there? (a read-only mount, /proc)
+        existed = os.path.exists(path)
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as e:
+            raise UserError(f"-o {path}: cannot write it: {e.strerror or e}") from None
+        if not existed:
+            os.unlink(path)
+
+
 def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optional[dict] = None, *,
         params: bool = True, blocks: Optional[bool] = None, masks: bool = False,
         unroll_len: Optional[int] = None) -> dict:
@@ -1064,8 +1086,15 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
     `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
     instance into its output node (default: yes unrolled, no folded); masks=True also draws the
     padding masks. Returns {"nodes": n, "edges": m} of the drawn graph."""
+    from .errors import UserError
+    from .limits import check_picture, check_unroll
     from .spec import load
     n = unroll if unroll is not None else unroll_len
+    if os.path.splitext(out_path)[1].lower() not in (".dot", ".gv", ".svg", ".png"):
+        raise UserError(f"-o {out_path}: use a .svg, .png or .dot file name")
+    if n:
+        check_unroll(int(n))
+    _check_writable(out_path)
     g0 = load(spec_path)
     free = {k: 20 for k, v in g0.dims.items() if isinstance(v, str)}
     free.update(bind or {})
@@ -1077,5 +1106,10 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
     else:
         G = folded_graph(g, blocks=bool(blocks), masks=masks, params=params)
         title = f"{g.name} (folded: red edges read other steps)"
-    render(G, out_path, title)
+    check_picture(G.number_of_nodes(), G.number_of_edges(),
+                  "unroll fewer steps" if n else "draw a smaller spec (or write .dot and lay it out elsewhere)")
+    try:
+        render(G, out_path, title)
+    except OSError as e:
+        raise UserError(f"-o {out_path}: cannot write it: {e.strerror or e}") from None
     return {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}

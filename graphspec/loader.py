@@ -3,21 +3,33 @@
 yaml.compose gives nodes with marks; we build plain Python objects from them ourselves so that
 (1) no object is ever constructed from tags (safe), (2) duplicate keys are an error, and
 (3) each path (tuple of keys/indices) maps to its file:line:col for error messages.
+
+Only regular files of at most a megabyte are read, nesting is bounded before the recursive
+composer sees it, and numbers must be finite. A file that is neither a spec nor a block file (a
+block path that names a secrets file, say) is refused without quoting any of its text: error
+messages show content only of files that look like ours.
 """
 from __future__ import annotations
 
-import os
+import math
+import re
 from typing import Any
 
 import yaml
 
 from .errors import Loc, SpecError
+from .limits import MAX_SPEC_BYTES as MAX_BYTES, BadFile, read_bytes
 
-MAX_BYTES = 1 << 20          # a spec is a page of text; a megabyte is certainly a mistake
 MAX_DEPTH = 32
 MAX_NODES = 100_000          # counts alias re-visits too, so an alias bomb is refused
 # the standard tags plain YAML resolves to; anything else (!!python/object, ...) is refused
 PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "merge")}
+# The top-level keys of specs and of block files (schema.py's lists; a test keeps them equal).
+SPEC_KEYS = ("name", "doc", "data", "dims", "blocks", "inputs", "params", "nodes", "loss", "outputs", "train", "decode")
+BLOCK_KEYS = ("block", "doc", "option", "args", "dims", "params", "nodes", "out")
+_OUR_KEY = re.compile(r"^[{\s]*['\"]?(nodes|block|name)['\"]?\s*:", re.M)
+NOT_OURS = ("neither a spec nor a block file (a spec has nodes, a block file has block, and most of either's "
+            "top-level keys are theirs); its content is not shown")
 
 
 class Located:
@@ -50,17 +62,62 @@ def _yaml_message(e) -> str:
     return ", ".join(x for x in (e.context, e.problem) if x)
 
 
+def _looks_ours(root) -> bool:
+    """A mapping with nodes or block, or whose top-level keys are mostly a spec's or a block's."""
+    if not isinstance(root, yaml.MappingNode):
+        return True              # refused as "not a mapping" without its content (see _placeholder)
+    keys = [k.value for k, _ in root.value if isinstance(k, yaml.ScalarNode)]
+    if "nodes" in keys or "block" in keys:
+        return True
+    ours = sum(k in SPEC_KEYS or k in BLOCK_KEYS for k in keys)
+    return ours > 0 and 2 * ours > len(keys)
+
+
+def _placeholder(root):
+    """What a document that is not a mapping becomes: its kind without its content, so the schema
+    says "a spec is a mapping" and nothing inside (keys of a secrets list) is ever echoed."""
+    return [] if isinstance(root, yaml.SequenceNode) else ""
+
+
+def _check_depth(text: str, file: str):
+    """Refuse nesting deeper than MAX_DEPTH from the parser's events (an iterative state machine)
+    before the composer, which recurses once per level, sees it. YAML errors are left to it."""
+    # libyaml first (fast); its own limit (1000 levels) raises before the events we count, so
+    # on any error the pure-Python parser (also iterative) counts again
+    for loader in dict.fromkeys((getattr(yaml, "CSafeLoader", yaml.SafeLoader), yaml.SafeLoader)):
+        depth = 0
+        try:
+            for ev in yaml.parse(text, Loader=loader):
+                if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                    depth += 1
+                    if depth > MAX_DEPTH + 1:
+                        m = ev.start_mark
+                        raise SpecError.at(Loc(file, m.line + 1, m.column + 1),
+                                           f"nesting deeper than {MAX_DEPTH} levels; a spec is shallower than that")
+                elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    depth -= 1
+            return
+        except yaml.YAMLError:
+            continue
+
+
 def load_text(text: str, file: str = "<string>") -> Located:
     if len(text.encode("utf-8", "replace")) > MAX_BYTES:
         raise SpecError.at(Loc(file, 1, 1), f"the file is larger than {MAX_BYTES} bytes; a spec should be a page of YAML")
+    _check_depth(text, file)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError.at(Loc(file, line, col), f"YAML syntax: {_yaml_message(e)}") from None
+        what = _yaml_message(e) if _OUR_KEY.search(text) else NOT_OURS
+        raise SpecError.at(Loc(file, line, col), f"YAML syntax: {what}") from None
     except yaml.YAMLError as e:
-        raise SpecError.at(Loc(file, 1, 1), f"YAML syntax: {e}") from None
+        raise SpecError.at(Loc(file, 1, 1), f"YAML syntax: {e if _OUR_KEY.search(text) else NOT_OURS}") from None
+    except RecursionError:       # only if the depth scan could not run (a YAML error before the depth)
+        raise SpecError.at(Loc(file, 1, 1), f"nesting deeper than {MAX_DEPTH} levels; a spec is shallower than that") from None
+    if root is not None and not _looks_ours(root):
+        raise SpecError.at(Loc(file, root.start_mark.line + 1, root.start_mark.column + 1), NOT_OURS)
     locs: dict = {}
     count = [0]
     loader = yaml.SafeLoader("")
@@ -100,26 +157,31 @@ def load_text(text: str, file: str = "<string>") -> Located:
         if isinstance(node, yaml.SequenceNode):
             return [build(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
         value = loader.construct_object(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError.at(loc(node), f"{node.value} is not a finite number; every number in a spec is finite")
         if node.style in ('"', "'") and isinstance(value, str):
             locs[path] = loc(node).shifted(1)   # expression columns count from inside the quotes
         return value
 
+    if root is not None and not isinstance(root, yaml.MappingNode):
+        locs[()] = loc(root)
+        return Located(_placeholder(root), locs, file, text)
     data = build(root, (), 0) if root is not None else None
     return Located(data, locs, file, text)
 
 
 def load_file(path: str) -> Located:
-    if os.path.isdir(path):
-        raise SpecError.at(Loc(path, 1, 1), "a directory, not a spec file")
     try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise SpecError.at(Loc(path, 1, 1), "no such file") from None
-    if size > MAX_BYTES:
-        raise SpecError.at(Loc(path, 1, 1), f"the file is {size} bytes, larger than {MAX_BYTES}; a spec should be a page of YAML")
+        raw = read_bytes(path, MAX_BYTES, "file")
+    except BadFile as e:
+        msg = str(e)
+        if msg.startswith("a directory"):
+            msg = "a directory, not a spec file"
+        elif msg.startswith("the file is "):
+            msg += "; a spec should be a page of YAML"
+        raise SpecError.at(Loc(path, 1, 1), msg) from None
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError.at(Loc(path, 1, 1), f"not UTF-8 text (byte {e.start})") from None
     return load_text(text, path)

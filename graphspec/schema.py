@@ -17,6 +17,8 @@ SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "schema.json")
 SCHEMA_ID = "https://graphspec.dev/schema/spec-v1.json"
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+# a spec's name names its run directory (runs/NAME): one plain path component, never '..' or '/x'
+_FILE_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$", "maxLength": 100}
 _SIZE = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLength": 1}]}
 
 
@@ -63,7 +65,7 @@ def build_schema() -> dict:
             "batch": {"type": "integer", "minimum": 1}, "steps": {"type": "integer", "minimum": 1},
             "per_example": {"type": "boolean", "description": "word2vec's online SGD: step after every example of a "
                                                               "batch at rate lr (optimizer sgd, no clipping)"},
-            "seed": {"type": "integer"}, "eval_every": {"type": "integer", "minimum": 1},
+            "seed": {"type": "integer", "minimum": 0}, "eval_every": {"type": "integer", "minimum": 1},
             "len": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
             "target": {"type": "object", "description": "the metric this spec must reach: {metric: value}"},
         }}
@@ -74,7 +76,7 @@ def build_schema() -> dict:
         "type": "object", "additionalProperties": False,
         "required": ["name", "nodes"],
         "properties": {
-            "name": {"type": "string"},
+            "name": dict(_FILE_NAME, description="the model's name; also its run directory, runs/NAME"),
             "doc": {"type": "string"},
             "data": {"type": "object", "description": "{task: NAME, ...options} or {file: PATH, task: pairs|text}"},
             "dims": {"type": "object", "propertyNames": _NAME,
@@ -171,6 +173,10 @@ def _report(doc: Located, validator) -> None:
             close = did_you_mean(str(err.instance), map(str, err.validator_value))
             probs.add(doc.where(path), f"{keys}: {err.instance!r} is not one of "
                                        f"{', '.join(map(str, err.validator_value))}{close}")
+            continue
+        if err.validator == "pattern" and path == ("name",):
+            probs.add(doc.where(path), f"name: {err.instance!r} is not a plain name (letters, digits, _ . + -, not "
+                                       f"starting with . + or -): it names the run directory runs/NAME")
             continue
         if err.validator == "pattern":
             probs.add(doc.where(path), f"{keys}: '{err.instance}' is not a valid name (letters, digits, _)")

@@ -9,7 +9,16 @@ import json
 import os
 import sys
 
+from graphspec import flags
 from graphspec.errors import UserError
+from graphspec.limits import MAX_UNROLL
+
+# Bounds of the loops a decoding flag drives: each step of them runs the model once.
+MAX_GENERATE = 100_000          # characters sampled
+MAX_BEAM = 100
+MAX_DECODE_LEN = 1000           # target steps of beam search (each compiles a longer plan)
+MAX_NEIGHBORS = 10_000
+MAX_EVAL_BATCHES = 100_000
 
 
 def register(sub):
@@ -17,56 +26,57 @@ def register(sub):
     s.add_argument("spec")
     s.add_argument("--task", help="a built-in task (default: the spec's data.task)")
     s.add_argument("--data", help="a data file: TSV source<TAB>target pairs, or plain text")
-    s.add_argument("--steps", type=int)
-    s.add_argument("--epochs", type=float)
-    s.add_argument("--batch", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--seed", type=int)
+    s.add_argument("--steps", type=flags.spec_value("train", "steps"))
+    s.add_argument("--epochs", type=flags.number(float, 0, lo_open=True))
+    s.add_argument("--batch", type=flags.spec_value("train", "batch"))
+    s.add_argument("--lr", type=flags.spec_value("train", "lr"))
+    s.add_argument("--seed", type=flags.spec_value("train", "seed"))
     s.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     s.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds an earlier run")
     s.add_argument("--quiet", action="store_true", help="no progress output")
-    s.add_argument("--stop-after", type=int, help=argparse_hidden())
+    s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("eval", help="evaluate a checkpoint on validation (or test) data")
     s.add_argument("ckpt")
     s.add_argument("--split", default="valid", choices=["valid", "test"])
-    s.add_argument("--batches", type=int, default=8)
+    s.add_argument("--batches", type=flags.number(int, 1, MAX_EVAL_BATCHES), default=8)
     s.add_argument("--data")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("predict", help="decode an input with a trained encoder-decoder")
     s.add_argument("ckpt")
     s.add_argument("text")
-    s.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
-    s.add_argument("--max-len", type=int, default=40)
+    s.add_argument("--beam", type=flags.number(int, 1, MAX_BEAM), default=1, help="beam width (1: greedy)")
+    s.add_argument("--max-len", type=flags.number(int, 1, MAX_DECODE_LEN), default=40,
+                   help="most output tokens")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("generate", help="sample text from a trained language model")
     s.add_argument("ckpt")
     s.add_argument("--prompt", default="")
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--length", type=int, default=200)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=flags.number(float, 0), default=0.8, help="0: always the likeliest")
+    s.add_argument("--length", type=flags.number(int, 0, MAX_GENERATE), default=200, help="characters to sample")
+    s.add_argument("--seed", type=flags.spec_value("train", "seed"), default=0)
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("neighbors", help="nearest words of a trained embedding")
     s.add_argument("ckpt")
     s.add_argument("word", nargs="?")
     s.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="b - a + c")
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=flags.number(int, 1, MAX_NEIGHBORS), default=10)
     s.set_defaults(fn=cmd_neighbors)
 
     s = sub.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)")
     s.add_argument("specs", nargs="+")
-    s.add_argument("--tol", type=float, default=1e-6)
+    s.add_argument("--tol", type=flags.number(float, 0, lo_open=True), default=1e-6)
     s.set_defaults(fn=cmd_gradcheck)
 
     s = sub.add_parser("viz", help="draw the folded graph, or the unrolled one with --unroll N")
     s.add_argument("spec")
     s.add_argument("-o", "--output", required=True, help="out.svg | out.png | out.dot")
-    s.add_argument("--unroll", type=int)
+    s.add_argument("--unroll", type=flags.number(int, 1, MAX_UNROLL), help="steps per axis to unroll")
     s.set_defaults(fn=cmd_viz)
 
     s = sub.add_parser("plot", help="loss curves, gradient norm over time, attention, eigenvalues")
@@ -85,7 +95,7 @@ def cmd_train(args):
     from .train import run
     import graphspec
     g = graphspec.load(args.spec)
-    out = args.out or os.path.join("runs", g.name)
+    out = args.out or os.path.join("runs", g.name)       # the schema keeps a name one plain component
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
               progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite)
@@ -100,31 +110,52 @@ def cmd_train(args):
     return 0
 
 
-def restore(ckpt: str, mode_data=None):
-    """(model, task, meta) from a checkpoint."""
+def restore(path: str, mode_data=None):
+    """(model, task, meta) from a checkpoint: its meta checked, its spec unchanged since, its
+    params exactly the spec's."""
     import graphspec
+    from .checkpoint import open_checkpoint
     from .model import Model
-    from .train import bind_dims, load_checkpoint, make_tables, make_task
-    ck = load_checkpoint(ckpt)
-    meta = ck["meta"]
-    spec = meta["spec"]
-    if not os.path.exists(spec):
-        raise UserError(f"{ckpt}: its spec {spec} is gone; the checkpoint carries its text in meta['spec_text']")
-    g0 = graphspec.load(spec)
-    from .train import spec_hash
-    if spec_hash(spec) != meta["spec_hash"]:
-        raise UserError(f"{ckpt} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
-                        f"now {spec_hash(spec)})")
-    task = make_task(g0, mode_data or meta.get("data"), meta.get("task"))
-    bind = bind_dims(g0, task)
-    model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
-    model.set_params(ck["params"])
+    from .train import bind_dims, load_state, make_tables, make_task, spec_hash
+    ck = open_checkpoint(path)
+    try:
+        meta = ck.meta
+        spec = meta["spec"]
+        if not os.path.exists(spec):
+            raise UserError(f"{path}: its spec {spec} is gone; the checkpoint carries its text in meta['spec_text']")
+        if spec_hash(spec) != meta["spec_hash"]:
+            raise UserError(f"{path} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
+                            f"now {spec_hash(spec)})")
+        g0 = graphspec.load(spec)
+        task = make_task(g0, mode_data or meta.get("data"), meta.get("task"))
+        bind = bind_dims(g0, task)
+        model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
+        load_state(ck, model)
+    finally:
+        ck.close()
     return model, task, meta
 
 
+def decoding_verbs(model, task) -> list:
+    """The verbs a trained model can serve, from its inputs and its task's vocabularies."""
+    from .decode import kinds
+    return ["eval"] + kinds(model, task)
+
+
+def _needs(verb: str, path: str, model, task, meta):
+    verbs = decoding_verbs(model, task)
+    if verb not in verbs:
+        what = {"generate": "a language model over tokens (tokens in, the next token out, on one axis)",
+                "predict": "an encoder-decoder over tokens (a source and a target on two axes)",
+                "neighbors": "a model with an embedding table (E[x] or embed_mean) and a vocabulary"}[verb]
+        raise UserError(f"{path}: {verb} needs {what}; this checkpoint ({model.graph.name}, task "
+                        f"{meta.get('task') or meta.get('data')}) supports: {', '.join(verbs)}")
+
+
 def cmd_eval(args):
-    from .train import evaluate
+    from .train import check_batch_fits, evaluate
     model, task, meta = restore(args.ckpt, args.data)
+    check_batch_fits(model, task, int(meta["cfg"]["batch"]), meta["seed"] + 1)    # the batch a checkpoint names
     res = evaluate(model, task, meta["cfg"], split=args.split, batches=args.batches, seed=meta["seed"] + 1)
     print(json.dumps(res))
     return 0
@@ -134,6 +165,7 @@ def cmd_eval(args):
 def cmd_predict(args):
     from .decode import beam_search
     model, task, meta = restore(args.ckpt)
+    _needs("predict", args.ckpt, model, task, meta)
     src_vocab = getattr(task, "src_vocab", None) or task.vocab
     tgt_vocab = getattr(task, "tgt_vocab", None) or task.vocab
     hyps = beam_search(model, src_vocab, tgt_vocab, args.text, beam=args.beam, max_len=args.max_len)
@@ -145,19 +177,24 @@ def cmd_predict(args):
 def cmd_generate(args):
     from .decode import sample_text
     model, task, meta = restore(args.ckpt)
+    _needs("generate", args.ckpt, model, task, meta)
     print(sample_text(model, task.vocab, args.prompt, args.length, args.temperature, args.seed))
     return 0
 
 
 def cmd_neighbors(args):
-    from .decode import analogy, neighbors
-    model, task, meta = restore(args.ckpt)
-    if args.analogy:
-        rows = analogy(model, task.vocab, *args.analogy, k=args.k)
-    elif args.word:
-        rows = neighbors(model, task.vocab, args.word, k=args.k)
-    else:
+    from .decode import analogy, embedding_vocab, neighbors
+    if not args.word and not args.analogy:
         raise UserError("neighbors: give a WORD or --analogy A B C")
+    if args.word and args.analogy:
+        raise UserError("neighbors: give a WORD or --analogy A B C, not both")
+    model, task, meta = restore(args.ckpt)
+    _needs("neighbors", args.ckpt, model, task, meta)
+    vocab = embedding_vocab(model, task)
+    if args.analogy:
+        rows = analogy(model, vocab, *args.analogy, k=args.k)
+    else:
+        rows = neighbors(model, vocab, args.word, k=args.k)
     for w, s in rows:
         print(f"{w}\t{s:.3f}")
     return 0
@@ -187,8 +224,15 @@ def cmd_viz(args):
 
 def cmd_plot(args):
     from .plots import plot_run
+    from .rundir import RUN_FILES
     if not os.path.isdir(args.run_dir):
         raise UserError(f"{args.run_dir}: not a run directory")
-    for path in plot_run(args.run_dir, args.output):
+    if args.output and os.path.lexists(args.output) and not os.path.isdir(args.output):
+        raise UserError(f"-o {args.output}: exists and is not a directory")
+    written = plot_run(args.run_dir, args.output)
+    if not written:
+        raise UserError(f"{args.run_dir}: nothing to plot (no training has written "
+                        f"{', '.join(n for n in RUN_FILES if n != 'best.npz')} here)")
+    for path in written:
         print(f"wrote {path}")
     return 0

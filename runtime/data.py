@@ -7,12 +7,12 @@ a per-example label is [B], a per-example vector [B, F].
 from __future__ import annotations
 
 import heapq
-import os
 from collections import Counter
 
 import numpy as np
 
 from graphspec.errors import UserError
+from graphspec.limits import MAX_DATA_BYTES, BadFile, read_bytes
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 RESERVED = ("<pad>", "<unk>", "<bos>", "<eos>")     # the compiler relies on <bos> = 2
@@ -80,20 +80,27 @@ def pad_batch(seqs, pad: int = PAD, length=None):
 
 
 # ---------------------------------------------------------------- user files
-def _read_lines(path: str) -> list:
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        raw = f.read()
+MAX_PAIR_TOKENS = 10_000     # a source or target longer than this is not one example of a sequence task
+
+
+def read_text(path: str) -> str:
+    """A regular UTF-8 file of at most MAX_DATA_BYTES (32 MiB), decoded."""
+    try:
+        raw = read_bytes(path, MAX_DATA_BYTES, "data file")
+    except BadFile as e:
+        raise DataError(f"{path}: {e}") from None
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
                         f"save the file as UTF-8") from None
-    return text.splitlines()
+
+
+def _read_lines(path: str) -> list:
+    return read_text(path).splitlines()
 
 
 def tokenize(text: str, how: str) -> list:
@@ -109,6 +116,10 @@ def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
         if "\t" not in line:
             raise DataError(f"{path}:{i}: no tab; each line must be source<TAB>target")
         src, tgt = line.split("\t", 1)
+        longest = max(len(src), len(tgt)) if tokens == "chars" else 0     # before a list is made of it
+        if longest > MAX_PAIR_TOKENS:
+            raise DataError(f"{path}:{i}: a sequence of {longest} characters is longer than {MAX_PAIR_TOKENS}, "
+                            f"the most one example may have")
         s, t = tokenize(src, tokens), tokenize(tgt, tokens)
         if max_len and max(len(s), len(t)) > max_len:
             raise DataError(f"{path}:{i}: a sequence of {max(len(s), len(t))} tokens is longer than "

@@ -35,6 +35,40 @@ def _inputs(model: Model):
     return src, tgt
 
 
+def embedding_vocab(model: Model, task):
+    """The vocabulary whose ids index the model's embedding table (the source's, for a tagger
+    whose targets have another), or None."""
+    rows = next((model.param(n.args[0].node).shape[0] for n in model.graph.nodes.values()
+                 if n.op in ("embed", "embed_mean")), None)
+    for name in ("src_vocab", "vocab"):
+        v = getattr(task, name, None)
+        if v is not None and rows is not None and len(v) == rows:
+            return v
+    return None
+
+
+def kinds(model: Model, task) -> list:
+    """Which decoding verbs fit this model and task: generate (a language model: tokens in, the
+    next token of the same vocabulary out, one axis), predict (an encoder-decoder: a source and a
+    target on two axes), neighbors (an embedding table over a known vocabulary)."""
+    g = model.graph
+    ce = any(g.nodes[x].op == "cross_entropy" for x in g.losses)
+    src, tgt = _inputs(model)
+    tokens = [n for n in g.nodes.values() if n.op == "input" and n.attrs.get("kind") == "tokens"]
+    vocab = getattr(task, "vocab", None)
+    out = []
+    if ce and src is not None and tgt is not None and src.axis and tgt.axis == src.axis \
+            and len({n.axis for n in tokens}) == 1 and not src.attrs.get("width") and vocab is not None \
+            and getattr(task, "src_vocab", vocab) is vocab:
+        out.append("generate")
+    if ce and src is not None and tgt is not None and src.axis and tgt.axis and src.axis != tgt.axis \
+            and vocab is not None:
+        out.append("predict")
+    if embedding_vocab(model, task) is not None:
+        out.append("neighbors")
+    return out
+
+
 def _log_softmax(x):
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))

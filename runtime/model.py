@@ -13,8 +13,6 @@ that prefix and nothing else.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -159,13 +157,11 @@ class Model:
             self.param(name)[...] = v.reshape(known[name].shape)
 
     def save(self, path: str):
-        """Params as .npz, written atomically (temp file + rename)."""
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
-        os.close(fd)
-        np.savez(tmp, **self.get_params())
-        os.replace(tmp, path)
+        """Params as .npz, written atomically and durably (temp file, fsync, rename, fsync of the
+        directory; runtime/rundir.py)."""
+        from .rundir import save_npz
+        save_npz(path, self.get_params())
 
     def load(self, path: str):
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             self.set_params({k: z[k] for k in z.files})

@@ -2,7 +2,7 @@
 steps and training (the vanishing/exploding picture), attention maps, and the eigenvalues of the
 recurrent weight matrices. numpy and matplotlib (Agg) only: no numba, nothing compiled.
 
-A run directory holds metrics.jsonl (train lines: step, loss, grad_norm, lr, time and sometimes
+A run directory holds metrics.jsonl (train lines: step, loss, grad_norm, lr and sometimes
 grad_norm_t; validation lines: "split": "valid", step, loss and some of ppl, acc, seq_acc, mse,
 free_acc, free_seq_acc), gradnorm.npy ([rows, 1+T]: the step, then ||dL/dh(t)|| per t, NaN padded),
 perhaps attention.npz (weights [T_tgt, T_src], src and tgt tokens) and last.npz (param/NAME).
@@ -15,6 +15,8 @@ import os
 from typing import Optional
 
 import numpy as np
+
+from .rundir import npy_header, read_gradnorm as read_gradnorm_file, regular
 
 VALID_METRICS = ("ppl", "acc", "seq_acc", "free_acc", "free_seq_acc", "mse")
 RECURRENT_NAMES = ("W", "R", "R_n", "W_m", "W_s", "S")     # S: the skip matrix of deep_transition_skip
@@ -34,18 +36,31 @@ def _save(fig, out: str) -> str:
 
 
 # ---------------------------------------------------------------- metrics
+MAX_METRICS_BYTES = 1 << 30         # ~3 million steps of log
+MAX_TOKENS_SHOWN = 200             # attention: rows and columns drawn (the figure grows with them)
+MAX_EIGEN = 2048                   # eigenvalues of matrices up to this size (O(n^3))
+MAX_PANELS = 16
+MAX_HEATMAP_CELLS = 1_000_000
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def read_metrics(run_dir: str):
-    """(train records, validation records) from metrics.jsonl; unreadable lines are skipped."""
+    """(train records, validation records) from metrics.jsonl; lines that are not records with a
+    numeric step (a torn last line, damage) are skipped."""
     train, valid = [], []
     path = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
+    if os.path.lexists(path):
+        regular(path, MAX_METRICS_BYTES, "metrics log")
+        with open(path, "rb") as f:
             for line in f:
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     continue
-                if isinstance(rec, dict) and "step" in rec:
+                if isinstance(rec, dict) and _number(rec.get("step")):
                     (valid if rec.get("split") == "valid" else train).append(rec)
     return train, valid
 
@@ -129,13 +144,12 @@ def plot_curves(run_dir: str, out: str) -> Optional[str]:
 def read_gradnorm(run_dir: str):
     """(steps [R], norms [R, T]) from gradnorm.npy, else from the grad_norm_t of metrics.jsonl;
     None when neither has any."""
-    path = os.path.join(run_dir, "gradnorm.npy")
-    if os.path.exists(path):
-        arr = np.asarray(np.load(path), float)
-        if arr.ndim == 2 and arr.shape[0] and arr.shape[1] > 1:
-            return arr[:, 0], arr[:, 1:]
+    arr = read_gradnorm_file(os.path.join(run_dir, "gradnorm.npy"))
+    if arr is not None and arr.shape[0]:
+        return arr[:, 0], arr[:, 1:]
     train, _ = read_metrics(run_dir)
-    rows = [(r["step"], r["grad_norm_t"]) for r in train if isinstance(r.get("grad_norm_t"), list) and r["grad_norm_t"]]
+    rows = [(r["step"], r["grad_norm_t"]) for r in train if isinstance(r.get("grad_norm_t"), list)
+            and r["grad_norm_t"] and all(isinstance(v, (int, float)) for v in r["grad_norm_t"])]
     if not rows:
         return None
     T = max(len(g) for _, g in rows)
@@ -160,6 +174,9 @@ def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
     steps, norms = got
     order = np.argsort(steps, kind="stable")
     steps, norms = steps[order], norms[order]
+    if norms.size > MAX_HEATMAP_CELLS:          # evenly spaced logged steps: the picture stays bounded
+        keep = np.unique(np.linspace(0, len(steps) - 1, max(2, MAX_HEATMAP_CELLS // norms.shape[1])).astype(int))
+        steps, norms = steps[keep], norms[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
         logn = np.where(norms > 0, np.log10(norms), np.nan)
     plt = _plt()
@@ -191,15 +208,11 @@ def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
 # ---------------------------------------------------------------- attention
 def plot_attention(run_dir: str, out: str) -> Optional[str]:
     path = os.path.join(run_dir, "attention.npz")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
-    with np.load(path, allow_pickle=False) as z:
-        w = np.atleast_2d(np.asarray(z["weights"], float))
-        src = [str(s) for s in z["src"]] if "src" in z.files else []
-        tgt = [str(t) for t in z["tgt"]] if "tgt" in z.files else []
-    if w.ndim > 2:
-        w = w.reshape(w.shape[0], -1)
+    w, src, tgt = read_attention(path)
     nt, ns = min(len(tgt), w.shape[0]) or w.shape[0], min(len(src), w.shape[1]) or w.shape[1]
+    nt, ns = min(nt, MAX_TOKENS_SHOWN), min(ns, MAX_TOKENS_SHOWN)
     w = w[:nt, :ns]
     show = lambda s: repr(s)[1:-1] if s.strip() else repr(s)      # noqa: E731  (spaces, newlines visible)
     plt = _plt()
@@ -215,6 +228,35 @@ def plot_attention(run_dir: str, out: str) -> Optional[str]:
     ax.set_title("attention: where each decoder step looks")
     fig.tight_layout()
     return _save(fig, out)
+
+
+def read_attention(path: str):
+    """(weights [T_tgt, T_src], src tokens, tgt tokens) of attention.npz, each array's header
+    checked before it is read (2-D floats, 1-D strings, bounded sizes; never objects)."""
+    import zipfile
+    from graphspec.errors import UserError
+    regular(path, 1 << 30, "attention file")
+    want = {"weights": ("f", 2, 1 << 24), "src": ("U", 1, 1 << 20), "tgt": ("U", 1, 1 << 20)}
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if name not in want:
+                    raise ValueError(f"an array '{name}'")
+                with z.open(info) as f:
+                    shape, dtype = npy_header(f)
+                    kind, ndim, most = want[name]
+                    if dtype.kind != kind or len(shape) != ndim or math.prod(shape) > most:
+                        raise ValueError(f"'{name}' is a {shape} {dtype} array")
+                with z.open(info) as f:
+                    out[name] = np.lib.format.read_array(f, allow_pickle=False)
+        if "weights" not in out:
+            raise ValueError("no weights")
+    except Exception as e:
+        raise UserError(f"{path}: not an attention file ({' '.join(str(e).split())})") from None
+    return (np.asarray(out["weights"], float), [str(s) for s in out.get("src", [])],
+            [str(t) for t in out.get("tgt", [])])
 
 
 # ---------------------------------------------------------------- eigenvalues of recurrent weights
@@ -241,15 +283,20 @@ def recurrent_matrices(params: dict) -> dict:
 
 
 def read_params(path: str) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k[len("param/"):]: np.asarray(z[k]) for k in z.files if k.startswith("param/")}
+    from .checkpoint import open_checkpoint
+    ck = open_checkpoint(path, need_meta=False)
+    try:
+        return ck.params(max_bytes=1 << 30)
+    finally:
+        ck.close()
 
 
 def plot_eigen(run_dir: str, out: str) -> Optional[str]:
     path = os.path.join(run_dir, "last.npz")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
-    mats = recurrent_matrices(read_params(path))
+    mats = {k: m for k, m in recurrent_matrices(read_params(path)).items() if m.shape[0] <= MAX_EIGEN}
+    mats = dict(list(mats.items())[:MAX_PANELS])
     if not mats:
         return None
     plt = _plt()
@@ -281,9 +328,20 @@ def plot_eigen(run_dir: str, out: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- all of them
+def check_run_files(run_dir: str):
+    """Read every run file once before drawing anything: damage is named before any work."""
+    read_metrics(run_dir)
+    read_gradnorm_file(os.path.join(run_dir, "gradnorm.npy"))
+    if os.path.lexists(os.path.join(run_dir, "attention.npz")):
+        read_attention(os.path.join(run_dir, "attention.npz"))
+    if os.path.lexists(os.path.join(run_dir, "last.npz")):
+        read_params(os.path.join(run_dir, "last.npz"))
+
+
 def plot_run(run_dir: str, out_dir: Optional[str] = None) -> list:
     """Draw every picture the run directory has data for; the PNG files written, in order:
     curves.png, gradnorm.png, attention.png, eigen.png."""
+    check_run_files(str(run_dir))
     out_dir = str(out_dir or run_dir)
     os.makedirs(out_dir, exist_ok=True)
     written = []

@@ -32,9 +32,13 @@ def rng_for(seed: int, split: str, step: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS[split], int(step)])
 
 
+MAX_INT_PARAM = 100_000        # lengths, gaps, windows: a batch is allocated from them
+
+
 class Task:
     name = ""
     params: dict = {}
+    param_bounds: dict = {}    # param -> (lo, hi) where it differs from [1, MAX_INT_PARAM] / [0, 1]
 
     def __init__(self, **params):
         unknown = set(params) - set(self.params)
@@ -44,7 +48,26 @@ class Task:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(f"task {self.name}: unknown parameter '{k}'{hint} "
                              f"(parameters: {', '.join(sorted(self.params)) or 'none'})")
+        for k, v in params.items():
+            self._check_param(k, v)
         self.p = dict(self.params, **params)
+        for lo, hi in (("min_len", "max_len"), ("first_year", "last_year")):
+            if lo in self.p and self.p[lo] > self.p[hi]:
+                raise ValueError(f"task {self.name}: {lo} {self.p[lo]} is more than {hi} {self.p[hi]}")
+
+    def _check_param(self, k, v):
+        """A param has its default's type, within bounds: wrong ones are errors, not crashes later."""
+        default = self.params[k]
+        if isinstance(default, str):
+            if not isinstance(v, str):
+                raise ValueError(f"task {self.name}: {k} must be a string, got {v!r}")
+            return
+        kind = "an integer" if isinstance(default, int) else "a number"
+        lo, hi = self.param_bounds.get(k, (1, MAX_INT_PARAM) if isinstance(default, int) else (0.0, 1.0))
+        ok = (isinstance(v, int) or (isinstance(v, float) and not isinstance(default, int))) \
+            and not isinstance(v, bool)
+        if not ok or not lo <= v <= hi:
+            raise ValueError(f"task {self.name}: {k} must be {kind} from {lo} to {hi}, got {v!r}")
 
     def steps_per_epoch(self, B: int) -> int:
         return 1000
@@ -110,6 +133,7 @@ class Addition(Seq2Seq):
     """add two integers written in decimal: '123+4567' -> '4690'"""
     name, alphabet = "addition", "0123456789+"
     params = {"max_digits": 4}
+    param_bounds = {"max_digits": (1, 18)}           # the sums stay within int64
 
     def example(self, rng):
         a, b = (int(rng.integers(0, 10 ** rng.integers(1, self.p["max_digits"] + 1))) for _ in range(2))
@@ -141,6 +165,7 @@ class Dates(Seq2Seq):
     """human-readable dates in 12 formats -> ISO 8601 (the classic attention task)"""
     name = "dates"
     params = {"first_year": 1950, "last_year": 2049}
+    param_bounds = {"first_year": (1, 9999), "last_year": (1, 9999)}     # datetime.date's years
 
     def __init__(self, **params):
         Task.__init__(self, **params)
@@ -185,6 +210,7 @@ class CopyMemory(Task):
     """copy-memory: remember 10 symbols across a gap of blanks, write them after the delimiter"""
     name = "copy_memory"
     params = {"gap": 50, "symbols": 8, "remember": 10}
+    param_bounds = {"symbols": (1, 16)}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -328,14 +354,24 @@ class CharLM(Task):
     def __init__(self, text=None, **params):
         super().__init__(**params)
         self.text = text if text is not None else stdlib_corpus()
-        counts = {}
-        for ch in self.text:
-            counts[ch] = counts.get(ch, 0) + 1
+        # code points counted and mapped with numpy: 12 bytes a character at the peak, where
+        # Python lists of characters and ids took 24 and a second per 10 MB
+        cps = np.frombuffer(self.text.encode("utf-32-le"), np.uint32)
+        n_of = np.bincount(cps) if len(cps) else np.zeros(0, np.int64)
+        counts = {chr(c): int(n_of[c]) for c in np.flatnonzero(n_of)}
         keep = sorted((c for c, n in counts.items() if n >= self.p["min_count"]), key=lambda c: (-counts[c], c))
         self.vocab = Vocab(keep, counts)
-        self.ids = np.array(self.vocab.encode(list(self.text)), np.int64)
+        lut = np.full(len(n_of), 1, np.int64)                # <unk> unless kept
+        for c in keep:
+            lut[ord(c)] = self.vocab.stoi[c]
+        self.ids = lut[cps]
+        del cps
         n = len(self.ids)
         self.bounds = {"train": (0, int(n * 0.9)), "valid": (int(n * 0.9), int(n * 0.95)), "test": (int(n * 0.95), n)}
+        for split, (lo, hi) in self.bounds.items():
+            if hi - lo < self.p["length"] + 2:
+                raise ValueError(f"task charlm: the {split} split has {hi - lo} characters, too few for windows "
+                                 f"of length {self.p['length']} (use a shorter length or more text)")
 
     def batch(self, split, B, step, seed=0):
         rng = rng_for(seed, split, step)
@@ -354,6 +390,7 @@ class Words(Task):
     """word2vec pairs from the words of standard-library docstrings (skip-gram or CBOW)"""
     name = "words"
     params = {"mode": "skipgram", "window": 5, "min_count": 5, "sample": 1e-3}
+    param_bounds = {"window": (1, 1000)}
 
     def __init__(self, text=None, **params):
         super().__init__(**params)

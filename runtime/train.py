@@ -1,19 +1,19 @@
 """Training: the loop, validation, metrics, checkpoints and resuming.
 
-A run directory holds metrics.jsonl (one JSON object per line: train steps and validations),
-last.npz and best.npz (checkpoints), and gradnorm.npy (||dL/dh(t)|| per logged step and time
-step, for `graphspec plot`). Every batch is a pure function of (task, split, step, seed) and
-every random draw inside a step is seeded from (seed, step), so a resumed run replays exactly
-the losses an uninterrupted one would have produced.
+A run directory (runtime/rundir.py) holds metrics.jsonl (one JSON object per line: train steps
+and validations), last.npz and best.npz (checkpoints), and gradnorm.npy (||dL/dh(t)|| per logged
+step and time step, for `graphspec plot`). Every batch is a pure function of (task, split, step,
+seed) and every random draw inside a step is seeded from (seed, step), so a resumed run replays
+exactly the losses an uninterrupted one would have produced; and since last.npz is written only
+once the logs hold everything up to its step, a run killed at any moment and resumed ends with
+the same files, byte for byte, as one never interrupted.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Optional
 
@@ -21,32 +21,35 @@ import numpy as np
 
 import graphspec
 from graphspec.errors import Interrupted, UserError
+from graphspec.limits import MAX_SPEC_BYTES, BadFile, read_bytes
 from graphspec.spec import read, train_config
 
+from . import checkpoint as ckpt
 from .model import Model
 from .online import Online
 from .optim import Optimizer, clip_by_global_norm, learning_rate
-
-CKPT_VERSION = 1
+from .rundir import MetricsLog, check_run_dir, cut_metrics, open_run_dir, read_gradnorm, save_npy, save_npz
 
 
 # ---------------------------------------------------------------- setup
 def spec_hash(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    try:
+        return hashlib.sha256(read_bytes(path, MAX_SPEC_BYTES, "spec")).hexdigest()[:16]
+    except BadFile as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None):
     from . import tasks as T
     cfg = dict(g.data or {})
-    if data_path:
-        from .userdata import user_task
-        return user_task(data_path, g, cfg)
     name = task_name or cfg.pop("task", None)
     cfg.pop("task", None)
-    if not name:
+    if not name and not data_path:
         raise UserError("the spec has no data.task and no --task/--data was given")
     try:
+        if data_path:
+            from .userdata import user_task
+            return user_task(data_path, g, cfg)
         return T.get_task(name, **cfg)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
@@ -205,38 +208,20 @@ def _has_teacher_forcing(model: Model) -> bool:
 
 # ---------------------------------------------------------------- checkpoints
 def save_checkpoint(path: str, model: Model, opt: Optimizer, step: int, meta: dict):
-    """Atomically: write a temp file in the same directory, then rename over the old one."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ckpt-", suffix=".npz")
-    os.close(fd)
-    arrays = {f"param/{k}": v for k, v in model.get_params().items()}
-    arrays.update(opt.state())
-    arrays["meta"] = np.array(json.dumps(dict(meta, step=step, version=CKPT_VERSION)))
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomically and durably (runtime/rundir.py): a temp file renamed over the old one."""
+    ckpt.save(path, model.get_params(), opt.state(), meta, step)
 
 
-def load_checkpoint(path: str) -> dict:
-    if not os.path.exists(path):
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        meta = json.loads(str(data.pop("meta")))
-    except Exception as e:          # zip errors, truncation, bad JSON: all one message
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
-                        f"it may be truncated or corrupted — use the other checkpoint in the run "
-                        f"directory (best.npz or last.npz) or start again without --resume") from None
-    params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
-    opt = {k: v for k, v in data.items() if k.startswith("opt_")}
-    return {"meta": meta, "params": params, "opt": opt}
+def param_shapes(model: Model) -> dict:
+    return {b.name: tuple(b.shape) for b in model.param_buffers}
+
+
+def load_state(ck: "ckpt.Checkpoint", model: Model, opt: Optional[Optimizer] = None):
+    """An opened checkpoint into the model (and optimizer): every param the spec declares must
+    be there with its shape, and nothing else."""
+    model.set_params(ck.params(param_shapes(model)))
+    if opt is not None:
+        opt.load_state(ck.opt_state(model.nlearn, opt.kind == "adam"))
 
 
 # ---------------------------------------------------------------- the loop
@@ -307,11 +292,12 @@ def grad_norms_over_time(model: Model, node: str) -> np.ndarray:
 
 
 def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optional[str] = None,
-        steps: Optional[int] = None, epochs: Optional[int] = None, batch: Optional[int] = None,
+        steps: Optional[int] = None, epochs: Optional[float] = None, batch: Optional[int] = None,
         lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
         progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False) -> dict:
     """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
     that many steps of this invocation) as if interrupted, writing last.npz: used by tests."""
+    check_run_dir(out, resume, overwrite)
     g0 = graphspec.load(spec)
     cfg = train_config(g0)
     for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("seed", seed)):
@@ -322,49 +308,51 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     g = graphspec.load(spec, bind=bind)
     tables = make_tables(g, task)
     if epochs is not None:
-        per_epoch = getattr(task, "steps_per_epoch", lambda b: 1000)(int(cfg["batch"]))
-        cfg["steps"] = int(epochs * per_epoch)
-    total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
+        cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
+    B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
+    check_batch_fits(model, task, B, seed)
     opt = Optimizer(cfg, model.nlearn, model.dtype)
+    meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec), "spec_text": read(spec).text,
+            "bind": bind, "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
+            "vocab": _vocab_json(task)}
+    with open_run_dir(out, resume, overwrite):       # locked until the training ends
+        return _train(out, model, opt, task, meta, resume, progress, stop_after)
+
+
+def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: bool, progress: bool,
+           stop_after: Optional[int]) -> dict:
+    """The loop, in a locked run directory: from step 0, or from last.npz with --resume."""
+    cfg = meta["cfg"]
+    total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
     online = Online(model, opt) if cfg.get("per_example") else None
-    os.makedirs(out, exist_ok=True)
     last, best = os.path.join(out, "last.npz"), os.path.join(out, "best.npz")
     metrics_path = os.path.join(out, "metrics.jsonl")
-    h = spec_hash(spec)
-    meta = {"spec": os.path.abspath(spec), "spec_hash": h, "spec_text": read(spec).text, "bind": bind,
-            "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
-            "vocab": _vocab_json(task)}
-    start, best_loss = 0, math.inf
+    start, best_loss, result = 0, math.inf, {}
+    gradnorm_rows = []
     if resume:
-        if not os.path.exists(last):
-            raise UserError(f"--resume: {last} does not exist; run without --resume to start")
-        ck = load_checkpoint(last)
-        if ck["meta"].get("spec_hash") != h:
-            raise UserError(f"{last} was written for a different spec (hash {ck['meta'].get('spec_hash')}, "
-                            f"this spec is {h}); train into a new --out directory")
-        model.set_params(ck["params"])
-        opt.load_state(ck["opt"])
-        start = int(ck["meta"]["step"])
-        best_loss = float(ck["meta"].get("best_loss", math.inf))
-        _truncate_metrics(metrics_path, start)
-    else:
-        if os.path.exists(last) and not overwrite:
-            raise UserError(f"{out} holds a checkpoint of an earlier run; continue it with --resume, "
-                            f"train into another --out, or pass --overwrite to start again")
-        for stale in (metrics_path, last, best, os.path.join(out, "gradnorm.npy")):
-            if os.path.exists(stale):
-                os.unlink(stale)
-    mf = open(metrics_path, "a")
+        start, best_loss, result = _resume(last, meta["spec_hash"], model, opt)
+        cut_metrics(metrics_path, start)
+        gradnorm_rows = _load_gradnorms(out, start)
+    log = MetricsLog(metrics_path)
     bar = Progress(total, start, progress)
     states = state_nodes(model)
-    gradnorm_rows = _load_gradnorms(out, start) if resume else []
     eval_every = int(cfg["eval_every"])
-    result = {}
+    committed = [start]            # the step last.npz holds
+
+    def commit(done: int, metrics: dict):
+        """Logs durable up to step `done`, then last.npz says `done` (see runtime/rundir.py)."""
+        log.sync()
+        _save_gradnorms(out, gradnorm_rows)
+        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics))
+        committed[0] = done
+
     step = start
     stop = []
     old_handler = _defer_sigint(stop)
     try:
+        if not resume:
+            commit(0, {})         # from here on the directory can always be resumed
         for step in range(start, total):
             if stop or (stop_after is not None and step - start >= stop_after):
                 raise KeyboardInterrupt
@@ -387,47 +375,51 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
                 opt.step(model.current.F[:model.nlearn], gvec, rate, support)
             dt = time.perf_counter() - t0
             ntok = _tokens(b, model)
-            rec = {"step": step + 1, "loss": loss, "lr": rate, "time": dt}
+            # no wall time in the log: a resumed run's log must equal an uninterrupted one's
+            rec = {"step": step + 1, "loss": loss, "lr": rate}
             if norm is not None:
                 rec["grad_norm"] = norm
             if states and (step % max(1, eval_every // 4) == 0):
                 gn = grad_norms_over_time(model, states[0])
                 rec["grad_norm_t"] = gn.round(8).tolist()
                 gradnorm_rows.append((step + 1, gn))
-            mf.write(json.dumps(rec) + "\n")
+            log.append(rec)
             bar.update(step, loss, ntok / max(dt, 1e-9))
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 result = evaluate(model, task, cfg, seed=seed)
                 result["step"] = step + 1
-                mf.write(json.dumps(dict(result, split="valid")) + "\n")
-                mf.flush()
+                log.append(dict(result, split="valid"))
                 bar.write("valid " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in result.items()))
                 if result["loss"] < best_loss:
                     best_loss = result["loss"]
                     save_checkpoint(best, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result))
-                save_checkpoint(last, model, opt, step + 1, dict(meta, best_loss=best_loss))
-                _save_gradnorms(out, gradnorm_rows)
+                commit(step + 1, result)
+        step = total
     except KeyboardInterrupt:
         _restore_sigint(old_handler)
-        mf.flush()
         done = step              # steps start .. step-1 are complete; step was not begun
-        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss))
-        _save_gradnorms(out, gradnorm_rows)
+        commit(done, result)
         bar.close()
-        mf.close()
+        log.close()
         raise Interrupted(f"interrupted at step {done}; checkpoint written to {last} "
                           f"(continue with --resume)")
     except NonFinite as e:
         _restore_sigint(old_handler)
         bar.close()
-        mf.close()
-        where = last if os.path.exists(last) else "none yet"
+        log.close()
         raise UserError(f"the loss became NaN/Inf at step {step + 1}: node {e} is the first non-finite value; "
-                        f"last good checkpoint: {where}. Try a lower --lr or a clip in the train section") from None
+                        f"last good checkpoint: {last} (step {committed[0]}). Try a lower --lr or a clip in the "
+                        f"train section") from None
+    except OSError as e:          # a full disk, a directory made read-only: the last commit stands
+        _restore_sigint(old_handler)
+        bar.close()
+        log.close(flush=False)
+        raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}; {last} holds step {committed[0]}, "
+                        f"intact (continue with --resume)") from None
     _restore_sigint(old_handler)
     bar.close()
-    mf.close()
+    log.close()
     _save_gradnorms(out, gradnorm_rows)
     _save_attention(model, task, out, seed)
     if hasattr(task, "quality"):
@@ -435,6 +427,41 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         if E is not None:
             result.update(task.quality(E))
     return result
+
+
+def steps_for_epochs(task, epochs: float, batch: int) -> int:
+    per_epoch = getattr(task, "steps_per_epoch", lambda b: 1000)(batch)
+    steps = int(epochs * per_epoch)
+    if steps < 1:
+        raise UserError(f"--epochs {epochs}: less than one step (an epoch is {per_epoch} steps of batch {batch})")
+    return steps
+
+
+def check_batch_fits(model: Model, task, B: int, seed: int):
+    """Compile the plans of the first train and valid batches at batch size B (the compiler's
+    size checks refuse what cannot fit) from one-example probes, before a batch of B is built.
+    A task that cannot make batches says why here, not in the middle of the loop."""
+    for split, mode in (("train", "train"), ("valid", "eval")):
+        try:
+            probe = round_lengths(task.batch(split, 1, 0, seed), model)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        lengths, _ = model.shape_of(probe)
+        model.plan(lengths, B, mode)
+
+
+def _resume(last: str, h: str, model: Model, opt: Optimizer) -> tuple:
+    """(step, best loss, last validation metrics) of last.npz, its params and optimizer state
+    loaded; a checkpoint of another spec or a damaged one is refused."""
+    ck = ckpt.open_checkpoint(last)
+    try:
+        if ck.meta["spec_hash"] != h:
+            raise UserError(f"{last} was written for a different spec (hash {ck.meta['spec_hash']}, "
+                            f"this spec is {h}); train into a new --out directory")
+        load_state(ck, model, opt)
+    finally:
+        ck.close()
+    return ck.meta["step"], float(ck.meta.get("best_loss", math.inf)), dict(ck.meta.get("metrics") or {})
 
 
 def _save_attention(model, task, out, seed):
@@ -462,8 +489,8 @@ def _save_attention(model, task, out, seed):
         if int(i) == 3:
             break
     src = [sv.itos[int(i)] for i in np.asarray(batch[src_field])[:src_len, 0]]
-    np.savez(os.path.join(out, "attention.npz"), weights=w[:len(tgt), :src_len].astype(np.float64),
-             src=np.array(src), tgt=np.array(tgt))
+    save_npz(os.path.join(out, "attention.npz"), {"weights": w[:len(tgt), :src_len].astype(np.float64),
+                                                  "src": np.array(src), "tgt": np.array(tgt)})
 
 
 def _embedding(model):
@@ -518,23 +545,6 @@ def _tokens(batch: dict, model: Model) -> int:
     return 0
 
 
-def _truncate_metrics(path: str, step: int):
-    """On resume, forget what was logged after the checkpoint's step."""
-    if not os.path.exists(path):
-        return
-    keep = []
-    with open(path) as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-    with open(path, "w") as f:
-        f.writelines(keep)
-
-
 def _save_gradnorms(out: str, rows):
     if not rows:
         return
@@ -543,17 +553,13 @@ def _save_gradnorms(out: str, rows):
     for i, (s, gn) in enumerate(rows):
         arr[i, 0] = s
         arr[i, 1:1 + len(gn)] = gn
-    path = os.path.join(out, "gradnorm.npy")
-    tmp = path + ".tmp.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    save_npy(os.path.join(out, "gradnorm.npy"), arr)
 
 
 def _load_gradnorms(out: str, step: int):
-    path = os.path.join(out, "gradnorm.npy")
-    if not os.path.exists(path):
+    arr = read_gradnorm(os.path.join(out, "gradnorm.npy"))
+    if arr is None:
         return []
-    arr = np.load(path)
     return [(int(r[0]), r[1:][~np.isnan(r[1:])]) for r in arr if r[0] <= step]
 
 

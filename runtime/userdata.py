@@ -3,7 +3,7 @@
 examples (or of the text) is the validation split."""
 from __future__ import annotations
 
-from .data import DataError, Vocab, load_pairs, pad_batch
+from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch
 from .tasks import CharLM, Task, Words, rng_for
 
 
@@ -13,6 +13,9 @@ class Pairs(Task):
 
     def __init__(self, path: str, max_len=None, min_count: int = 1):
         super().__init__()
+        if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int)
+                                    or not 1 <= max_len <= MAX_PAIR_TOKENS):
+            raise DataError(f"data.max_len must be an integer from 1 to {MAX_PAIR_TOKENS}, got {max_len!r}")
         pairs = load_pairs(path, max_len=max_len)
         if len(pairs) < 2:
             raise DataError(f"{path}: {len(pairs)} pair(s); need at least 2 (one for validation)")
@@ -41,14 +44,14 @@ class Pairs(Task):
 
 
 def user_task(path: str, g, cfg: dict) -> Task:
-    from .data import _read_lines
-    lines = _read_lines(path)
-    if any("\t" in line for line in lines[:5]):
+    from .data import read_text
+    text = read_text(path)
+    if any("\t" in line for line in text[:1 << 16].splitlines()[:5]):
         return Pairs(path, max_len=cfg.get("max_len"))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(text.splitlines()) + "\n"
     has_axis = any(n.op == "input" and n.axis for n in g.nodes.values())
     if has_axis:
-        task = CharLM(text=text, length=int(cfg.get("length", 64)), min_count=1)
+        task = CharLM(text=text, length=cfg.get("length", 64), min_count=1)
         if len(task.ids) < 20 * task.p["length"]:
             raise DataError(f"{path}: {len(task.ids)} characters is too little text for windows of "
                             f"{task.p['length']}; give at least {20 * task.p['length']}")

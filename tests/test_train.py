@@ -271,7 +271,7 @@ def test_a_diverging_run_stops_naming_the_node(tmp_path, cli):
     r = cli("train", "specs/elman.yaml", "--steps", "50", "--lr", "1e38", "--out", tmp_path / "run", "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("graphspec: the loss became NaN/Inf at step ")
-    assert "is the first non-finite value; last good checkpoint: none yet" in r.stderr
+    assert f"is the first non-finite value; last good checkpoint: {tmp_path / 'run' / 'last.npz'} (step 0)" in r.stderr
 
 
 def test_a_fresh_run_never_overwrites_an_earlier_one(tmp_path, cli):
@@ -279,8 +279,9 @@ def test_a_fresh_run_never_overwrites_an_earlier_one(tmp_path, cli):
     assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet").returncode == 0
     r = cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet")
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"graphspec: {run} holds a checkpoint of an earlier run; continue it with --resume, "
-                                f"train into another --out, or pass --overwrite to start again")
+    assert r.stderr.strip() == (f"graphspec: {run} holds an earlier run (last.npz, best.npz, metrics.jsonl); "
+                                f"continue it with --resume, train into another --out, or pass --overwrite to "
+                                f"start again")
     assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet", "--overwrite").returncode == 0
 
 
