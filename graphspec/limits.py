@@ -147,7 +147,8 @@ def check_plan_size(g, lengths: dict, batch: int, dtype_bytes: int = 4):
     need = memory_floor(g, T, batch, dtype_bytes)
     if need > MAX_BYTES:
         sizes = ", ".join(f"{k}={v}" for k, v in g.dims.items())
-        raise SpecError.at(_where(g, "dims"), f"these dims ({sizes}) with batch {batch} and lengths {shown} need at "
+        lengths = f" and lengths {shown}" if shown else ""
+        raise SpecError.at(_where(g, "dims"), f"these dims ({sizes}) with batch {batch}{lengths} need at "
                                               f"least {need / 2**30:.1f} GiB for values and gradients; the limit "
                                               f"is {MAX_BYTES / 2**30:.0f} GiB: use smaller dims, a smaller batch "
                                               f"or a shorter length")

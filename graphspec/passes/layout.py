@@ -127,8 +127,8 @@ def _check_memory(g: Graph, ctx, lay: Layout) -> int:
     if need > MAX_BYTES:
         _blame_delay(g, ctx, lay, need)
         sizes = ", ".join(f"{k}={v}" for k, v in g.dims.items())
-        raise SpecError.at(_where(g), f"these dims ({sizes}) with batch {ctx.batch} and lengths "
-                                      f"{', '.join(f'{k}={v}' for k, v in ctx.lengths.items())} need "
+        lengths = f" and lengths {', '.join(f'{k}={v}' for k, v in ctx.lengths.items())}" if ctx.lengths else ""
+        raise SpecError.at(_where(g), f"these dims ({sizes}) with batch {ctx.batch}{lengths} need "
                                       f"{need / 2**30:.1f} GiB for values and gradients; the limit is "
                                       f"{MAX_BYTES / 2**30:.0f} GiB: use smaller dims or a shorter length")
     return need
