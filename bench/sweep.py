@@ -28,7 +28,7 @@ T = 64
 BS, HS = [1, 4, 16, 64], [32, 128, 512]
 EAGER_AT = {(1, 32), (1, 512), (16, 128), (64, 32), (64, 512)}      # (B, H): the corners and the centre
 QUICK = ([1, 16], [32, 128], {(1, 32), (16, 128)})
-SMOKE = ([1, 2], [8, 16], {(1, 8)}, 4)                              # Bs, Hs, eager points, T
+SMOKE = ([1, 2], [8], {(1, 8)}, 4)                                  # Bs, Hs, eager points, T
 PNG = os.path.join(ROOT, "bench", "sweep.png")
 
 
@@ -175,6 +175,7 @@ if __name__ == "__main__":
         print()
         print(contended_table(rows))
     if png:
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
         heatmap(rows, png)
         print(f"\nheatmap: {png}")
     if a.json:
