@@ -2,7 +2,9 @@
 
     pip install -e '.[bench]' && python bench/run.py [--quick] [--smoke --out DIR]
 
-Throughput against torch (bench/throughput.py), word2vec against gensim (bench/word2vec.py),
+Throughput against torch (bench/throughput.py), with a busy core beside (--contended), the size
+sweep (bench/sweep.py, its heatmap bench/sweep.png), cells written as equations against eager
+torch and torch.compile (bench/custom_cells.py), word2vec against gensim (bench/word2vec.py),
 compile time against T (bench/compile.py), GFLOP/s, start times and memory (bench/system.py).
 """
 import argparse
@@ -23,22 +25,36 @@ MARK = "<!-- results -->"
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, the two smaller sizes")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, the two smaller sizes, the sweep's 2x2 subset, no torch.compile")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks that everything runs")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench"),
                     help="where results.json and README.md go (default bench/; the README's head is read from bench/)")
     a = ap.parse_args()
-    from bench import system, throughput, word2vec
+    from bench import custom_cells, sweep, system, throughput, word2vec
     t0 = time.time()
     res = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}}
     sizes = throughput.SMOKE_SIZES if a.smoke else throughput.SIZES[:2] if a.quick else throughput.SIZES
     rounds = 1 if a.smoke else 3 if a.quick else 7
-    res["throughput"] = throughput.measure(sizes=sizes, rounds=rounds, steps=1 if a.smoke else 5)
-    res["seq2seq"] = throughput.measure_seq2seq(rounds=rounds, steps=1 if a.smoke else 5)
+    steps = 1 if a.smoke else 5
+    res["throughput"] = throughput.measure(sizes=sizes, rounds=rounds, steps=steps)
+    res["contended"] = throughput.measure(sizes=sizes, rounds=rounds, steps=steps, contended=True,
+                                          systems=(throughput.Graphspec, throughput.TorchModule))
+    if a.smoke:
+        Bs, Hs, eager, T = sweep.SMOKE
+    else:
+        (Bs, Hs, eager), T = (sweep.QUICK if a.quick else (sweep.BS, sweep.HS, sweep.EAGER_AT)), sweep.T
+    res["sweep"] = sweep.measure(Bs=Bs, Hs=Hs, T=T, eager_at=eager, rounds=1 if a.smoke else 3 if a.quick else 5,
+                                 steps=steps)
+    # torch.compile compiles for ~20-60 s per cell and size: one cell in --smoke, none in --quick
+    cc_sizes = custom_cells.SMOKE_SIZES if a.smoke else custom_cells.SIZES[:1] if a.quick else custom_cells.SIZES
+    res["custom_cells"] = custom_cells.measure(sizes=cc_sizes, rounds=rounds, steps=steps,
+                                               compile_cells=custom_cells.CELLS[:1] if a.smoke else [] if a.quick else None)
+    res["seq2seq"] = throughput.measure_seq2seq(rounds=rounds, steps=steps)
     res["word2vec"] = word2vec.measure(epochs=1, rounds=1) if a.smoke else word2vec.measure(epochs=5)
     res["system"] = system.measure(smoke=a.smoke)
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
+    sweep.heatmap(res["sweep"], os.path.join(a.out, "sweep.png"))
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     s = res["system"]
@@ -53,6 +69,25 @@ Measured {res['machine']['date']} on this machine ({res['machine']['cpus']} core
 ### Training throughput (tokens/s; ratio = graphspec / peer, higher is better)
 
 {throughput.table(res['throughput'])}
+
+### Under contention (a busy loop on one core beside the measurement; `--contended`)
+
+tokens/s without and with another process spinning, and the share of its quiet throughput each
+system keeps; then graphspec / torch nn quiet and under load.
+
+{throughput.contended_table(res['contended'])}
+
+### Size sweep (ratio vs nn.*, graphspec / torch tokens/s; T={res['sweep'][0]['T']})
+
+The eager cell was run at {', '.join(f'B={b}/H={h}' for b, h in sorted(eager))} ("eager" = ratio vs it).
+
+{sweep.table(res['sweep'])}
+
+![graphspec / nn.* training throughput over B x H](sweep.png)
+
+### Custom cells: written as equations, not from the block library (bench/specs/custom/)
+
+{custom_cells.table(res['custom_cells'])}
 
 Encoder-decoder with attention (bidirectional GRU encoder, LSTM decoder, general attention) at the
 dates task's sizes (B=64, source 24, target 11 steps): graphspec {res['seq2seq']['graphspec']['tokens_per_s']:,.0f}

@@ -7,14 +7,19 @@ cell writes). Systems are interleaved round by round; tokens/s is the median ove
 median step time after warm-up, and a ratio is the median over rounds of that round's ratio (the
 two systems measured side by side, so a slow spell of the shared machine cancels).
 
-    python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--smoke] [--json out.json]
+    python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--contended] [--smoke] [--json out.json]
+
+--contended also times graphspec and torch.nn with another process spinning beside them (a core
+lost, as on a user's busy machine): tokens/s with and without it, and the share each keeps.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -39,10 +44,10 @@ def batch(B, T, seed=0):
 class Graphspec:
     name = "graphspec"
 
-    def __init__(self, cell, B, T, H):
+    def __init__(self, cell, B, T, H, spec=None):
         from runtime.model import Model
         from runtime.optim import Optimizer
-        self.m = Model(os.path.join(ROOT, "bench", "specs", f"{cell}.yaml"), bind={"H": H})
+        self.m = Model(spec or os.path.join(ROOT, "bench", "specs", f"{cell}.yaml"), bind={"H": H})
         x, y = batch(B, T)
         self.b = {"x": x, "y": y, "x_mask": np.ones((T, B), np.float32)}
         self.opt = Optimizer({"optimizer": "adam", "lr": 1e-3}, self.m.nlearn)
@@ -147,33 +152,100 @@ def time_steps(sys_, steps):
     return statistics.median(ts)
 
 
-def measure(cells=CELLS, sizes=SIZES, rounds=7, steps=5, warmup=2, systems=(Graphspec, TorchModule, TorchEager)):
+BUSY_LOOP = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another process spinning beside the measurement: one core's worth of CPU taken away, as
+    on a user's machine running something else (issue 12's `--contended` mode). Not pinned: the
+    scheduler places it, as it would a user's other program."""
+    p = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    time.sleep(0.2)                     # let it start spinning before the timing does
+    try:
+        yield p
+    finally:
+        p.kill()
+        p.wait()
+
+
+def interleave(built, rounds, steps, warmup=2, contended=False):
+    """Per-round median step times {name: [seconds per round]} of systems built side by side,
+    interleaved round by round (the order reversed every other round, against drift). With
+    `contended`, every round also times each system with a busy loop running beside it (the
+    quiet and the busy phase alternating which goes first): returns (quiet, busy), busy None
+    without it."""
+    for s in built:
+        for _ in range(warmup):
+            s.step()
+    quiet = {s.name: [] for s in built}
+    busy = {s.name: [] for s in built} if contended else None
+    for r in range(rounds):
+        order = built if r % 2 == 0 else built[::-1]
+        phases = [(quiet, contextlib.nullcontext)] + ([(busy, busy_core)] if contended else [])
+        for per, ctx in (phases if r % 2 == 0 else phases[::-1]):
+            with ctx():
+                for s in order:
+                    per[s.name].append(time_steps(s, steps))
+    return quiet, busy
+
+
+def summarise(per, tokens, base="graphspec"):
+    """Tokens/s per system (the median over rounds) and the paired ratio of `base` to each peer:
+    the median over rounds of that round's peer time / base time (each round's figures were
+    taken side by side, so a slow spell of the machine cancels instead of landing on one)."""
+    row = {}
+    for name, times in per.items():
+        sec = statistics.median(times)
+        row[name] = {"step_ms": sec * 1e3, "tokens_per_s": tokens / sec,
+                     "step_ms_rounds": [round(t * 1e3, 3) for t in times]}
+    for name in per:
+        if name != base:
+            row[f"ratio vs {name}"] = statistics.median(p / g for p, g in zip(per[name], per[base]))
+    return row
+
+
+def contended_summary(quiet, busy, tokens, base="graphspec"):
+    """The busy phase's figures, and per system the share of its quiet throughput it keeps with
+    a core taken (median over rounds of quiet time / busy time, paired within each round)."""
+    out = summarise(busy, tokens, base)
+    out["retained"] = {n: statistics.median(q / b for q, b in zip(quiet[n], busy[n])) for n in quiet}
+    return out
+
+
+def measure(cells=CELLS, sizes=SIZES, rounds=7, steps=5, warmup=2, systems=(Graphspec, TorchModule, TorchEager),
+            contended=False):
     import torch
     torch.set_num_threads(2)
     rows = []
     for cell in cells:
         for B, T, H in sizes:
             built = [S(cell, B, T, H) for S in systems]
-            for s in built:
-                for _ in range(warmup):
-                    s.step()
-            per = {s.name: [] for s in built}
-            for r in range(rounds):
-                order = built if r % 2 == 0 else built[::-1]      # interleave against drift
-                for s in order:
-                    per[s.name].append(time_steps(s, steps))
-            row = {"cell": cell, "B": B, "T": T, "H": H, "rounds": rounds}
-            for name, times in per.items():
-                sec = statistics.median(times)
-                row[name] = {"step_ms": sec * 1e3, "tokens_per_s": B * T / sec,
-                             "step_ms_rounds": [round(t * 1e3, 3) for t in times]}
-            for name in per:
-                if name != "graphspec":     # paired: each round's two figures were taken side by side
-                    row[f"ratio vs {name}"] = statistics.median(
-                        p / g for p, g in zip(per[name], per["graphspec"]))
+            quiet, busy = interleave(built, rounds, steps, warmup, contended)
+            row = {"cell": cell, "B": B, "T": T, "H": H, "rounds": rounds, **summarise(quiet, B * T)}
+            if contended:
+                row["contended"] = contended_summary(quiet, busy, B * T)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
+
+
+def contended_table(rows) -> str:
+    """graphspec and each peer with and without a busy core, and the ratio under load."""
+    peers = [k[len("ratio vs "):] for k in rows[0] if k.startswith("ratio vs ")]
+    head = ("| cell | B | T | H | graphspec tok/s quiet / busy (kept) | "
+            + " | ".join(f"{p} tok/s quiet / busy (kept) | ratio quiet / busy" for p in peers) + " |")
+    lines = [head, "|" + "---|" * (5 + 2 * len(peers))]
+    for r in rows:
+        c = r["contended"]
+
+        def fig(n):
+            return f"{r[n]['tokens_per_s']:,.0f} / {c[n]['tokens_per_s']:,.0f} ({c['retained'][n]:.2f})"
+        cells = [r["cell"], r["B"], r["T"], r["H"], fig("graphspec")]
+        for p in peers:
+            cells += [fig(p), f"{r['ratio vs ' + p]:.2f} / {c['ratio vs ' + p]:.2f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
 
 
 def table(rows) -> str:
@@ -251,19 +323,8 @@ class Seq2SeqTorch:
 def measure_seq2seq(rounds=7, steps=5):
     import torch
     torch.set_num_threads(2)
-    built = [Seq2SeqGraphspec(), Seq2SeqTorch()]
-    for s in built:
-        for _ in range(2):
-            s.step()
-    per = {s.name: [] for s in built}
-    for r in range(rounds):
-        for s in (built if r % 2 == 0 else built[::-1]):
-            per[s.name].append(time_steps(s, steps))
-    tokens = S2S["B"] * S2S["T"]
-    row = {"model": "seq2seq attention (dates sizes)", **S2S}
-    for name, t in per.items():
-        row[name] = {"step_ms": statistics.median(t) * 1e3, "tokens_per_s": tokens / statistics.median(t)}
-    row["ratio vs torch nn"] = statistics.median(p / g for p, g in zip(per["torch nn"], per["graphspec"]))
+    quiet, _ = interleave([Seq2SeqGraphspec(), Seq2SeqTorch()], rounds, steps)
+    row = {"model": "seq2seq attention (dates sizes)", **S2S, **summarise(quiet, S2S["B"] * S2S["T"])}
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 
@@ -274,14 +335,19 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--quick", action="store_true", help="the two smaller sizes only")
+    ap.add_argument("--contended", action="store_true",
+                    help="also time graphspec and torch nn with a busy loop spinning beside them (one core lost)")
     ap.add_argument("--smoke", action="store_true", help="one tiny size, one round: checks the script runs")
     ap.add_argument("--json")
     a = ap.parse_args()
     sizes = SMOKE_SIZES if a.smoke else SIZES[:2] if a.quick else SIZES
     if a.smoke:
         a.rounds, a.steps = 1, 1
-    rows = measure(a.cells.split(","), sizes, a.rounds, a.steps, warmup=1 if a.smoke else 2)
-    print(table(rows))
+    # under contention the eager cell is left out: it says nothing the nn modules do not, at 2x the time
+    systems = (Graphspec, TorchModule) if a.contended else (Graphspec, TorchModule, TorchEager)
+    rows = measure(a.cells.split(","), sizes, a.rounds, a.steps, warmup=1 if a.smoke else 2, systems=systems,
+                   contended=a.contended)
+    print(contended_table(rows) if a.contended else table(rows))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -12,11 +12,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what each script needs beyond the project's own dependencies (the bench extra)
 NEEDS = {"run.py": ("torch", "gensim"), "throughput.py": ("torch",), "system.py": ("torch",),
-         "word2vec.py": ("gensim",)}
+         "word2vec.py": ("gensim",), "sweep.py": ("torch",), "custom_cells.py": ("torch",)}
 # scripts that write a results file: the flag that sends it somewhere harmless, and the file
 WRITES = {"run.py": ("--out", "results.json"), "throughput.py": ("--json", "out.json"),
           "word2vec.py": ("--json", "out.json"), "compile.py": ("--json", "out.json"),
-          "system.py": ("--json", "out.json"), "specs_table.py": ("--json", "out.json")}
+          "system.py": ("--json", "out.json"), "specs_table.py": ("--json", "out.json"),
+          "sweep.py": ("--json", "out.json"), "custom_cells.py": ("--json", "out.json")}
 
 
 def readme_commands() -> list:
@@ -67,3 +68,9 @@ def test_bench_command_runs(command, tmp_path):
     assert r.stdout.strip(), f"{command} printed nothing"
     if flag:
         assert written.exists() and written.stat().st_size > 0, f"{command} wrote no {name}"
+    if script == "run.py":      # the README it regenerates has every section, and the sweep's picture
+        readme = (tmp_path / "README.md").read_text()
+        for section in ("### Training throughput", "### Under contention", "### Size sweep",
+                        "### Custom cells", "![graphspec / nn.* training throughput over B x H](sweep.png)"):
+            assert section in readme, f"run.py --smoke wrote a README without {section!r}"
+        assert (tmp_path / "sweep.png").stat().st_size > 0
