@@ -52,12 +52,11 @@ def test_onnx_runtime_computes_what_graphspec_computes(ort, tmp_path, spec, op, 
     """Random params, a validation batch (padded for every spec but the char LM): every output
     of the model within 1e-5 of graphspec's forward (free running for the decoder)."""
     model, task = model_for(os.path.join(ROOT, "specs", f"{spec}.yaml"), bind_extra={"H": 24} if spec != "seq2seq_attention" else None)
-    res, lines = export(model, task, tmp_path / "m.onnx")
+    res, _ = export(model, task, tmp_path / "m.onnx")
     assert op in res["ops"]
     found = node_attrs(tmp_path / "m.onnx", op)
     assert any(all(a.get(k) == v for k, v in attrs.items()) for a in found), found
-    assert res["max_diff"] < 1e-5
-    assert all(("0 ids differ" in ln) or "max difference" in ln for ln in lines)
+    assert res["max_diff"] < 1e-5           # and every token the same, else export_onnx raises
     import onnx
     onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")), full_check=True)
 

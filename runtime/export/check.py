@@ -98,10 +98,7 @@ def _mask(ex, lay: tuple, batch: dict, shape: tuple) -> np.ndarray:
         if label == "B" or (ex.decoder is not None and label == ex.decoder.axis):
             continue
         mask = ex.g.nodes[ex.g.masks[label]].attrs["field"]
-        m = np.asarray(batch[mask]) > 0.5                     # [T, B]
-        if m.shape[0] != shape[i]:
-            continue
-        keep &= _place(m, i, b, len(shape))
+        keep &= _place(np.asarray(batch[mask]) > 0.5, i, b, len(shape))
     return keep
 
 

@@ -74,9 +74,6 @@ class Recurrence:
     partner: Optional["Recurrence"] = None       # the other direction of a bidirectional pair
     done: bool = False
 
-    def __hash__(self):
-        return id(self)
-
 
 def roots_of(g: Graph) -> dict:
     """What inference computes: the spec's outputs, and the prediction each loss reads (its first
@@ -116,7 +113,6 @@ class Analysis:
             for a in node.args + ([node.init] if node.init is not None else []):
                 self.users[a.node].append(n)
         self.loops = self._recurrences()
-        self.loop_of = {m: L for L in self.loops for m in L.members}
         self.layout = self._layouts()
         self.axes_with_input = {g.nodes[n].axis for n in self.keep
                                 if g.nodes[n].op == "input" and g.nodes[n].axis is not None}
@@ -231,11 +227,11 @@ class Body:
 
     def __init__(self, names: Names, loop: Optional[Recurrence] = None, standalone: bool = False):
         self.names, self.loop, self.standalone = names, loop, standalone
-        self.nodes, self.inputs, self.outputs = [], [], []
+        self.nodes = []
         self.vals = {}          # node -> value name (in a body: this step's)
         self.states = {}        # (node, k) -> the input holding node[t-k]
-        self.scanned = []       # (main value, body input): per-step slices of values outside the loop
-        self.outer = {}         # main value -> its name here (standalone: an input)
+        self.scanned = []       # (main value, body input, its type): per-step slices of values outside
+        self.outer = {}         # standalone: main value read here -> its type (an input of the model)
 
     def op(self, kind: str, *ins, out: Optional[str] = None, hint: Optional[str] = None, n: int = 1, **attrs):
         outs = [out] if out else [self.names.fresh(hint or kind.lower()) for _ in range(n)]
