@@ -9,7 +9,7 @@ import pytest
 
 import graphspec
 from runtime.model import Model
-from runtime.train import bind_dims, dim_vocabs, load_checkpoint, make_task
+from runtime.train import bind_dims, dim_vocabs, make_task
 from runtime.export import word2vec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +25,16 @@ def model_for(spec, text=None, seed=1, bind_extra=None):
     g = graphspec.load(spec, text)
     task = make_task(g)
     return Model(spec, bind=dict(bind_dims(g, task), **(bind_extra or {})), text=text, seed=seed), task
+
+
+def checkpoint(path):
+    """(meta, params) of a checkpoint."""
+    from runtime.checkpoint import open_checkpoint
+    ck = open_checkpoint(str(path))
+    try:
+        return ck.meta, ck.params()
+    finally:
+        ck.close()
 
 
 def export(model, task, path):
@@ -279,9 +289,9 @@ def test_word_vectors_load_in_gensim_with_graphspecs_neighbours(w2v_run, cli, bi
     path = w2v_run / ("v.bin" if binary else "v.txt")
     r = cli("export", ckpt, "--format", "word2vec", "-o", path, *(["--binary"] if binary else []))
     assert r.returncode == 0, r.stderr
-    ck = load_checkpoint(str(ckpt))
-    itos = ck["meta"]["vocab"]["vocab"]
-    E = ck["params"]["E"]
+    meta, params = checkpoint(ckpt)
+    itos = meta["vocab"]["vocab"]
+    E = params["E"]
     assert r.stdout.strip() == f"wrote {path}: {len(itos)} words x 64 from E (word2vec {'binary' if binary else 'text'} format)"
     words, vecs = word2vec.read(str(path))                   # our own reader
     assert words == itos and np.array_equal(vecs, E[4:])     # the reserved rows are no words
@@ -309,9 +319,9 @@ def test_a_model_starts_from_those_vectors(w2v_run, cli):
     assert r.returncode == 0, r.stderr
     V = len(words) + 4
     assert f"E: {len(words)} of {V} rows from {vectors} (the other 4: normal(0.1))" in r.stderr.splitlines()
-    ck = load_checkpoint(str(w2v_run / "pre" / "last.npz"))
-    itos = ["<pad>", "<unk>", "<bos>", "<eos>"] + ck["meta"]["vocab"]["vocab"]
-    E = ck["params"]["E"]
+    meta, params = checkpoint(w2v_run / "pre" / "last.npz")
+    itos = ["<pad>", "<unk>", "<bos>", "<eos>"] + meta["vocab"]["vocab"]
+    E = params["E"]
     row = {w: i for i, w in enumerate(itos)}
     assert np.array_equal(E[[row[w] for w in words]], vecs)
     assert 0.05 < E[:4].std() < 0.2                          # normal(0.1) for the reserved rows
