@@ -199,8 +199,12 @@ class Builder:
                 self.probs.add(loc, f"duplicate name '{name}': already defined as {what}")
             shape = [self._size(s, scope, doc.where(path + (name, "shape", i)))
                      for i, s in enumerate(spec.get("shape", []))]
-            init = self._init(spec.get("init", "zeros" if len(shape) < 2 else "xavier"), scope,
-                              doc.where(path + (name, "init")))
+            default = "zeros" if len(shape) < 2 else "xavier"
+            raw = spec.get("init", default)
+            if isinstance(raw, dict):
+                init = self._file_init(raw, spec, default, scope, doc, path + (name, "init"))
+            else:
+                init = self._init(raw, scope, doc.where(path + (name, "init")))
             node = self.g.add(Node(full, "param", loc=loc, attrs={
                 "shape": shape, "init": init, "learn": bool(spec.get("learn", True))}))
             node.ty = self._param_ty(shape)
@@ -230,6 +234,22 @@ class Builder:
             self.probs.add(loc, f"initializer {name} takes {INITS[name]} argument(s), got {len(args)}")
             return (name, [0.0] * INITS[name])
         return (name, [self._number(a, scope) for a in args])
+
+    def _file_init(self, raw: dict, spec: dict, default, scope: Scope, doc: Located, path: tuple):
+        """init: {file: vectors.txt, rest: normal(0.1)}: rows read from a word2vec file, matched to
+        the task's vocabulary by word when the data is bound (runtime/export/word2vec.py); the
+        other rows, and every row until then, from `rest` (default: the param's default)."""
+        rest = self._init(raw.get("rest", default), scope, doc.where(path + ("rest",) if "rest" in raw else path))
+        rel = raw.get("file")
+        file = os.path.join(os.path.dirname(doc.file) if doc.file != "<string>" else "", str(rel))
+        rows = (spec.get("shape") or [None])[0]
+        if scope.prefix or not (isinstance(rows, str) and (self.doc.data.get("dims") or {}).get(rows) == "data"):
+            self.probs.add(doc.where(path), f"init from a file matches rows to the task's vocabulary by word: "
+                                            f"the param's rows must be a vocabulary dim declared 'data' "
+                                            f"(V, V_src, V_tgt), got shape {spec.get('shape')}")
+        elif not os.path.isfile(file):
+            self.probs.add(doc.where(path + ("file",)), f"vectors file '{rel}' not found (looked for {file})")
+        return ("file", (os.path.abspath(file), rest, rows))
 
     def _number(self, e, scope: Scope) -> float:
         if isinstance(e, E.Num):

@@ -20,6 +20,13 @@ def equation(g: Graph, name: str) -> str:
     return f"{n.op}({', '.join(args + attrs)})"
 
 
+def init_text(name, args):
+    """A param's initializer as the spec writes it."""
+    if name == "file":
+        return {"file": args[0], "rest": init_text(*args[1])}
+    return f"{name}({', '.join(f'{x:g}' for x in args)})" if args else name
+
+
 def render(g: Graph) -> dict:
     out = {"name": g.name, "dims": dict(g.dims)}
     if g.data:
@@ -33,9 +40,7 @@ def render(g: Graph) -> dict:
                 entry["target"] = True
             inputs[n.name] = entry
         elif n.op == "param":
-            init, args = n.attrs["init"]
-            params[n.name] = {"shape": list(n.attrs["shape"]),
-                              "init": f"{init}({', '.join(f'{x:g}' for x in args)})" if args else init,
+            params[n.name] = {"shape": list(n.attrs["shape"]), "init": init_text(*n.attrs["init"]),
                               "learn": bool(n.attrs.get("learn", True))}
         elif n.op == "const":
             continue

@@ -34,9 +34,14 @@ def build_schema() -> dict:
         "properties": {
             "shape": {"type": "array", "maxItems": 2, "items": _SIZE,
                       "description": "[] a scalar, [N] a vector (bias), [R, C] a matrix"},
-            "init": {"type": ["string", "number"],
-                     "description": "initializer: " + ", ".join(sorted(INITS)) + " (with arguments in parentheses)",
-                     "examples": sorted(INITS)},
+            "init": {"type": ["string", "number", "object"],
+                     "description": "initializer: " + ", ".join(sorted(INITS)) + " (with arguments in parentheses), "
+                                    "or {file: vectors.txt, rest: INIT}: rows of a word2vec text/binary file matched "
+                                    "to the vocabulary by word, the other rows from rest",
+                     "examples": sorted(INITS),
+                     # these apply to the mapping form only
+                     "required": ["file"], "additionalProperties": False,
+                     "properties": {"file": {"type": "string"}, "rest": {"type": ["string", "number"]}}},
             "learn": {"type": "boolean", "description": "false: a fixed value (e.g. a fixed leaky-unit alpha)"},
         }}
     node = {"oneOf": [equation, {

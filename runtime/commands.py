@@ -1,4 +1,4 @@
-"""The verbs that run models: train, eval, predict, generate, neighbors, gradcheck, viz, plot.
+"""The verbs that run models: train, eval, predict, generate, neighbors, export, gradcheck, viz, plot.
 
 Registered into cli.py's parser. This module imports nothing heavy at import time, so
 `graphspec validate` never pays for numba.
@@ -67,6 +67,15 @@ def register(sub):
     s.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="b - a + c")
     s.add_argument("-k", type=flags.number(int, 1, MAX_NEIGHBORS), default=10)
     s.set_defaults(fn=cmd_neighbors)
+
+    s = sub.add_parser("export", help="a trained model as ONNX (checked by ONNX Runtime), or its word "
+                                      "vectors in word2vec's format")
+    s.add_argument("ckpt")
+    s.add_argument("-o", "--output", required=True, help="model.onnx | vectors.txt | vectors.bin")
+    s.add_argument("--format", default="onnx", choices=["onnx", "word2vec"])
+    s.add_argument("--binary", action="store_true", help="word2vec's binary format (default: text)")
+    s.add_argument("--param", help="the table to write as word vectors (default: the one the model looks up)")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)")
     s.add_argument("specs", nargs="+")
@@ -197,6 +206,12 @@ def cmd_neighbors(args):
         rows = neighbors(model, vocab, args.word, k=args.k)
     for w, s in rows:
         print(f"{w}\t{s:.3f}")
+    return 0
+
+
+def cmd_export(args):
+    from .export import export
+    export(args.ckpt, args.output, args.format, binary=args.binary, param=args.param)
     return 0
 
 

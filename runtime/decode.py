@@ -106,17 +106,24 @@ def beam_search(model: Model, src_vocab, tgt_vocab, text: str, beam: int = 1, ma
         for j, (seq, score) in enumerate(hyps):
             for w in np.argsort(-lp[j])[:beam]:
                 cands.append((seq + [int(w)], score + float(lp[j, w])))
-        cands.sort(key=lambda c: -c[1])
-        hyps = []
-        for seq, score in cands:
-            (done if seq[-1] == eos else hyps).append((seq, score))
-            if len(hyps) == beam:
-                break
+        hyps = next_beam(cands, beam, done, eos)
         if len(done) >= beam or not hyps:
             break
     done += hyps
     done.sort(key=lambda c: -c[1])
     return [("".join(tgt_vocab.decode(seq)), score) for seq, score in done[:beam]]
+
+
+def next_beam(cands: list, beam: int, done: list, eos: int = 3) -> list:
+    """The best `beam` candidates (token ids, score, ...) that go on; those ending in eos that
+    rank above the last one kept are finished and go to `done`."""
+    cands.sort(key=lambda c: -c[1])
+    hyps = []
+    for c in cands:
+        (done if c[0][-1] == eos else hyps).append(c)
+        if len(hyps) == beam:
+            break
+    return hyps
 
 
 def sample_text(model: Model, vocab, prompt: str, length: int, temperature: float, seed: int) -> str:

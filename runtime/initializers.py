@@ -9,6 +9,8 @@ import numpy as np
 
 def initialize(init, shape, rng: np.random.Generator) -> np.ndarray:
     name, args = init
+    if name == "file":          # the vectors are read once the vocabulary is known (export/word2vec.py)
+        return initialize(args[1], shape, rng)
     rows, cols = shape
     if name == "zeros":
         return np.zeros(shape)

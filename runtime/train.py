@@ -55,27 +55,29 @@ def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = Non
         raise UserError(str(e)) from None
 
 
-def bind_dims(g, task) -> dict:
-    """Dims declared `data` take their sizes from the task's vocabularies."""
-    sizes = {}
-    for name in ("vocab", "src_vocab", "tgt_vocab"):
-        v = getattr(task, name, None)
-        if v is not None:
-            sizes[name] = len(v)
-    bind = {}
+def dim_vocabs(g, task) -> dict:
+    """The vocabulary of the task each dim declared `data` stands for."""
+    have = {name: getattr(task, name) for name in ("vocab", "src_vocab", "tgt_vocab")
+            if getattr(task, name, None) is not None}
+    out = {}
     for k, v in g.dims.items():
         if not isinstance(v, str):
             continue
         if k in ("V", "V_in", "V_out"):
-            key = "vocab" if "vocab" in sizes else "tgt_vocab"
+            key = "vocab" if "vocab" in have else "tgt_vocab"
         elif k == "V_src":
-            key = "src_vocab" if "src_vocab" in sizes else "vocab"
+            key = "src_vocab" if "src_vocab" in have else "vocab"
         elif k == "V_tgt":
-            key = "tgt_vocab" if "tgt_vocab" in sizes else "vocab"
+            key = "tgt_vocab" if "tgt_vocab" in have else "vocab"
         else:
             raise UserError(f"dim {k} is 'data' but the task binds only V, V_src and V_tgt")
-        bind[k] = sizes[key]
-    return bind
+        out[k] = have[key]
+    return out
+
+
+def bind_dims(g, task) -> dict:
+    """Dims declared `data` take their sizes from the task's vocabularies."""
+    return {k: len(v) for k, v in dim_vocabs(g, task).items()}
 
 
 def make_tables(g, task) -> dict:
@@ -312,6 +314,9 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
     check_batch_fits(model, task, B, seed)
+    if not resume:                  # params declared init: {file: ...}
+        from .export.word2vec import apply_pretrained
+        apply_pretrained(model, dim_vocabs(g0, task), log=lambda msg: print(msg, file=sys.stderr))
     opt = Optimizer(cfg, model.nlearn, model.dtype)
     meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec), "spec_text": read(spec).text,
             "bind": bind, "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,

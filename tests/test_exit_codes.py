@@ -17,8 +17,8 @@ from conftest import ROOT, main
 import cli
 from runtime import commands
 
-VERBS = ["validate", "compile", "render", "schema", "train", "eval", "predict", "generate", "neighbors", "gradcheck",
-         "viz", "plot"]
+VERBS = ["validate", "compile", "render", "schema", "train", "eval", "predict", "generate", "neighbors", "export",
+         "gradcheck", "viz", "plot"]
 
 
 def invocations(tiny, tmp):
@@ -35,6 +35,7 @@ def invocations(tiny, tmp):
         "predict": (["predict", att, "1 May 2001", "--max-len", "3"], ["predict", lstm, "1 2"]),
         "generate": (["generate", elman, "--length", "3"], ["generate", att]),
         "neighbors": (["neighbors", elman, "e", "-k", "2"], ["neighbors", elman, "zzz-not-a-char"]),
+        "export": (["export", elman, "--format", "word2vec", "-o", tmp / "v.txt"], ["export", elman, "-o", tmp / "m.txt"]),
         "gradcheck": (["gradcheck", "specs/feedforward.yaml"], ["gradcheck", tmp / "nope.yaml"]),
         "viz": (["viz", tiny["elman"], "-o", tmp / "g.svg"], ["viz", tiny["elman"], "-o", tmp / "g.gif"]),
         "plot": (["plot", tiny["run_elman"], "-o", tmp / "pics"], ["plot", tmp / "empty"]),
