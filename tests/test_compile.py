@@ -192,3 +192,24 @@ def test_an_output_reads_the_step_its_mode_names():
     np.testing.assert_array_equal(m.output("every_h"), h)
     np.testing.assert_array_equal(m.output("first_h"), h[0])
     np.testing.assert_array_equal(m.output("last_h"), h[[3, 1, 2], np.arange(B)])
+
+
+def test_concat_of_a_step_value_and_a_static_one_repeats_the_static_part_on_every_step():
+    """concat(x, last(x)): last(x) is one row per sequence; every step's row carries it (it was
+    filled at t=0 only)."""
+    import numpy as np
+    from runtime.model import Model
+    spec = """
+name: cat
+dims: {H: 3}
+inputs: {x: {real: 3, axis: t}, y: {real: 6, axis: t, target: true}}
+nodes: {c: "concat(x, last(x))"}
+loss: mse(c, y)
+"""
+    m = Model("cat.yaml", text=spec, dtype=np.float64)
+    x = np.arange(1, 13, dtype=float).reshape(4, 1, 3)
+    y = np.zeros((4, 1, 6))
+    loss = m.forward({"x": x, "x_mask": np.ones((4, 1)), "y": y})
+    want = np.concatenate([x, np.repeat(x[-1:], 4, 0)], axis=2)
+    np.testing.assert_array_equal(m.value("c"), want)
+    assert loss == pytest.approx(0.5 * (want ** 2).sum())

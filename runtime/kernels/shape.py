@@ -4,25 +4,28 @@ from ..jit import const, jit
 
 @jit
 def place_fwd(x, out, col, width):
-    """out[:, col:col+width] = x (one place per part of a concat)."""
+    """out[:, col:col+width] = x (one place per part of a concat), x's rows repeated: a static
+    part (one row per sequence) joins a value on every step of an axis."""
     c0 = int(col)
-    R, w = x.shape
+    R, w = out.shape[0], x.shape[1]
+    rx = x.shape[0]
     for r in range(R):
         dst = out[r, c0:c0 + w]       # row slices: the copy vectorises (3x faster than 2-D indexing)
-        src = x[r]
+        src = x[r % rx]
         for j in range(w):
             dst[j] = src[j]
 
 
 @jit
 def place_bwd(x, out, gout, gx, need, col, width):
-    """dx += dy[:, col:col+width]"""
+    """dx += dy[:, col:col+width], summed over x's repeated rows."""
     if need & 1:
         c0 = int(col)
-        R, w = x.shape
+        R, w = gout.shape[0], x.shape[1]
+        rx = x.shape[0]
         for r in range(R):
             src = gout[r, c0:c0 + w]
-            dst = gx[r]
+            dst = gx[r % rx]
             for j in range(w):
                 dst[j] += src[j]
 
