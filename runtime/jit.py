@@ -5,7 +5,9 @@
   starts in a second instead of a minute. Numba keys a cached function on its own file only:
   editing a helper in another file (vecmath.py) would silently load the callers' old machine
   code. With NUMBA_CACHE_DIR set, the cache lives in a subdirectory named by a hash of every
-  kernel source and this file, so an edit anywhere there starts a fresh cache;
+  kernel source, this file and the GEMM path runtime/cpu.py chose (avx512/avx2/blas: kernels
+  bake it in), so an edit anywhere there, or a cache built on a CPU with other features, starts
+  a fresh cache;
 - error_model='numpy': no zero-division check in every division, which stops LLVM from
   vectorising elementwise loops (measured 4.2 ns against 0.76 ns per element);
 - fastmath off: gradient checks in float64 need IEEE semantics. The one exception is `jit_sum`,
@@ -21,15 +23,18 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from .cpu import GEMM_PATH
+
 
 def _sources_stamp() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, "jit.py")] + sorted(
+    files = [os.path.join(here, "jit.py"), os.path.join(here, "cpu.py")] + sorted(
         os.path.join(here, "kernels", f) for f in os.listdir(os.path.join(here, "kernels")) if f.endswith(".py"))
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
             h.update(fh.read())
+    h.update(GEMM_PATH.encode())
     return h.hexdigest()[:12]
 
 
