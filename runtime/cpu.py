@@ -12,8 +12,10 @@ numba cache key: code compiled for one path is never loaded by a process running
 """
 import os
 
-import numba
 import llvmlite.binding as ll
+import numba
+
+from graphspec.errors import UserError
 
 PATHS = ("avx512", "avx2", "blas")
 
@@ -37,9 +39,9 @@ def gemm_path() -> str:
     if not wanted or wanted == "auto":
         return supported[0]
     if wanted not in PATHS:
-        raise ValueError(f"GRAPHSPEC_GEMM={wanted!r}: expected one of auto, {', '.join(PATHS)}")
+        raise UserError(f"GRAPHSPEC_GEMM={wanted!r}: expected one of auto, {', '.join(PATHS)}")
     if wanted not in supported:
-        raise ValueError(f"GRAPHSPEC_GEMM={wanted}: this CPU supports only {', '.join(supported)}")
+        raise UserError(f"GRAPHSPEC_GEMM={wanted}: this CPU supports only {', '.join(supported)}")
     return wanted
 
 

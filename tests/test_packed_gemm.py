@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from graphspec.errors import UserError
 from runtime import cpu, jit
 from runtime.kernels import packed, team
 from runtime.kernels.blas import gemm
@@ -197,12 +198,12 @@ def test_gemm_path_override(monkeypatch):
     monkeypatch.setenv("GRAPHSPEC_GEMM", "auto")
     assert cpu.gemm_path() == supported[0]
     monkeypatch.setenv("GRAPHSPEC_GEMM", "avx3")
-    with pytest.raises(ValueError, match=r"^GRAPHSPEC_GEMM='avx3': expected one of auto, avx512, avx2, blas$"):
+    with pytest.raises(UserError, match=r"^GRAPHSPEC_GEMM='avx3': expected one of auto, avx512, avx2, blas$"):
         cpu.gemm_path()
     for path in cpu.PATHS:
         if path not in supported:
             monkeypatch.setenv("GRAPHSPEC_GEMM", path)
-            with pytest.raises(ValueError, match=f"^GRAPHSPEC_GEMM={path}: this CPU supports only "):
+            with pytest.raises(UserError, match=f"^GRAPHSPEC_GEMM={path}: this CPU supports only "):
                 cpu.gemm_path()
 
 

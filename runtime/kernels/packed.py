@@ -26,13 +26,18 @@ AVX-512, 4 x 2 x 2 ymm for AVX2); per k it loads np panel rows, broadcasts mr el
 and issues the FMAs, then adds the tile into C (accumulate) or stores it. It is emitted as LLVM
 vector IR: numba's own loops over this layout vectorise the wrong loop (2-4 GFLOP/s). Few rows
 (M = 1..3) run the same kernel with mr = M: each panel row loaded feeds M FMAs, a GEMV-like
-stream over P that the memory system bounds. float64 (gradient checks) runs the same kernel on
-double vectors: slower, same layout, same results within rounding.
+stream over P that the memory system bounds. float64 (gradient checks) runs plain loops over
+the same layout: slower, same results within rounding.
 
-Threads: `set_threads(n)` starts n - 1 workers (runtime/kernels/team.py). A product big enough
-to pay for it is cut into chunks of 4 panels that the caller and the workers claim one at a
-time; the caller never waits for a worker to start, so a worker a busy machine does not
-schedule costs nothing but its chunk.
+The kernel is compiled once, as a C function registered with LLVM by name (like BLAS in
+blas.py): every caller, the interpreter included, links to it instead of inlining its unrolled
+loops and optimising them again (seconds per caller on a cold cache).
+
+Threads: `set_threads(n)` starts n - 1 workers (runtime/kernels/team.py). A product of 1 MFLOP
+or more is cut into chunks of 4 panels that the caller and the workers claim one at a time;
+the caller never waits for a worker to start, only for a chunk one has claimed. Per shape the
+caller times shared and solo calls and keeps the faster (exploring the other now and then), so
+on a busy machine, or where two threads share one core's FMA units, it runs alone.
 """
 import llvmlite.binding as ll
 import numba
@@ -99,13 +104,13 @@ def pack_w(W, P):
 
 
 # ---------------------------------------------------------------- the micro-kernel
-def _emit_tile(builder, ftype, a, lda, p, ps, c, ldc, nlast, K, acc, MR, NP):
-    """One tile C[0:MR, 0:16 NP] (+)= A[0:MR, :] @ panels 0..NP-1 (pointers already offset)."""
-    i32, i64 = ir.IntType(32), ir.IntType(64)
+def _emit_tile(builder, a, lda, p, ps, c, ldc, nlast, K, acc, MR, NP):
+    """One float32 tile C[0:MR, 0:16 NP] (+)= A[0:MR, :] @ panels 0..NP-1 (pointers offset)."""
+    i32, i64, ftype = ir.IntType(32), ir.IntType(64), ir.FloatType()
     vt = ir.VectorType(ftype, LANES)
     nv = PANEL // LANES
-    suffix = f"v{LANES}{'f32' if ftype == ir.FloatType() else 'f64'}"
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.{suffix}")
+    # fmuladd: a fused multiply-add where the target has FMA (it has, on the SIMD paths)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{LANES}f32")
     const = lambda v: ir.Constant(i64, v)  # noqa: E731
     rows = [builder.gep(a, [builder.mul(const(i), lda)]) for i in range(MR)]
     panels = [builder.gep(p, [builder.mul(const(q), ps)]) for q in range(NP)]
@@ -174,7 +179,7 @@ def _tile(typingctx, A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K,
                 block = builder.append_basic_block(f"tile.{MR}x{NP}")
                 switch.add_case(ir.Constant(i64, MR * 64 + NP), block)
                 builder.position_at_end(block)
-                _emit_tile(builder, ir.FloatType(), a, lda_, p, ps_, c, ldc_, nlast_, K_, acc_, MR, NP)
+                _emit_tile(builder, a, lda_, p, ps_, c, ldc_, nlast_, K_, acc_, MR, NP)
                 builder.branch(done)
                 NP //= 2
         builder.position_at_end(done)
@@ -302,14 +307,17 @@ def _product_impl(A, P, C, accumulate):
         nchunks = (npan + CHUNK - 1) // CHUNK
         if nchunks > 1 and 2 * M * r * n >= MIN_PARALLEL_FLOPS:
             job = team.ctl()
-            if not team.solo(job):
-                gen = team.publish(job, A, P, C, accumulate, nchunks)
+            if team.workers(job):
+                start = team.cycles()
+                slot, shared, timed = team.choose(job, M, r, n)
+                gen = team.publish(job, A, P, C, accumulate, nchunks) if shared else -1
                 if gen >= 0:
-                    start = team.cycles()
-                    mine = _chunks(A, P, C, accumulate, job, gen)
-                    own = team.cycles() - start
-                    team.judge(job, own // max(mine, 1), team.wait(job, nchunks))
-                    return
+                    _chunks(A, P, C, accumulate, job, gen)
+                    team.wait(job, nchunks)
+                else:
+                    _simd_panels(A, P, C, accumulate, 0, npan)
+                team.learn(job, slot, gen >= 0, timed, team.cycles() - start)
+                return
         _simd_panels(A, P, C, accumulate, 0, npan)
     return simd
 
@@ -319,7 +327,7 @@ def _product_impl(A, P, C, accumulate):
 def _worker():
     """A team thread: run chunks of each job the callers publish until told to stop."""
     c = team.ctl()
-    seen = team.generation(c)
+    seen = -1                   # join a job published before this thread started, if any is left
     while True:
         gen = team.next_job(c, seen)
         if gen < 0:
@@ -335,7 +343,8 @@ def _worker():
 
 def set_threads(n: int) -> None:
     """Threads for gemm_packed: the caller plus n - 1 workers (n = 1: the caller alone). Call it
-    from Python, outside any kernel call; threads only serve the SIMD paths."""
+    from Python, outside any kernel call. Threads serve the SIMD paths only (on the blas path
+    the product's threads are BLAS's: OPENBLAS_NUM_THREADS)."""
     if n < 1:
         raise ValueError(f"set_threads: need at least 1 thread, got {n}")
     if SIMD and n - 1 != team.size():

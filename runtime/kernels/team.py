@@ -23,6 +23,8 @@ Job protocol (all atomics sequentially consistent):
     claim:   cas(NEXT, gen << 32 | c -> c + 1) while NEXT's gen is the job's and c < nchunks,
              so a worker that read the previous job's params can never claim a chunk of this one.
 """
+import atexit
+import os
 import platform
 import threading
 
@@ -37,16 +39,17 @@ from numba.extending import intrinsic
 from ..jit import jit
 
 LINE = 8                            # int64 slots per cache line
-BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, SOLO, PARAMS = (LINE * i for i in range(10))
-PENALTY = SOLO + 1                  # (both the caller's: how many calls to run alone, and the next penalty)
-STALLS, WAITED, JOBS = SOLO + 2, SOLO + 3, SOLO + 4     # statistics (the caller's)
+BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, STATS, PARAMS, SHAPES = (LINE * i for i in range(11))
+JOBS, SOLOS, WAITED = STATS, STATS + 1, STATS + 2               # counters, for benchmarks
 A_ADDR, P_ADDR, C_ADDR, M_, R_, N_, ACC, NCHUNKS = range(PARAMS, PARAMS + 8)
-CTL = PARAMS + LINE
+NSHAPES = 64                        # per-shape timings (a line each) for choosing team or solo
+T_TEAM, T_SOLO, CALLS, EXPLORE, INTERVAL, BURST, LAST, KEY = range(8)
+CTL = SHAPES + NSHAPES * LINE
 MASK = (1 << 32) - 1
-SPIN_CYCLES = 1 << 17               # ~40 us of spinning after a job before sleeping
+SPIN_CYCLES = 1 << 17               # ~40 us of polling for the next job before sleeping
 YIELD_SPINS = 1 << 12               # a caller waiting this long for a chunk yields its core
-STALL_CYCLES = 1 << 14              # slack (~4 us) before a late worker chunk counts as a stall
-MIN_PENALTY, MAX_PENALTY = 16, 1 << 14
+BURST_LEN = 4                       # calls per exploration of the other mode (the first warms up)
+MIN_INTERVAL, MAX_INTERVAL = 16, 1 << 14
 
 _ctl = np.zeros(CTL + LINE, np.int64)                                   # + a line for alignment
 _ctl = _ctl[(-_ctl.ctypes.data // 8) % LINE:][:CTL]
@@ -189,6 +192,11 @@ def publish(c, A, P, C, accumulate, nchunks):
 
 
 @jit
+def workers(c):
+    return _load(c, WORKERS) > 0
+
+
+@jit
 def claim(c, gen):
     """The next unclaimed chunk of job `gen`, or -1 when none is left (or the job is over)."""
     while True:
@@ -213,14 +221,14 @@ def helped(c, chunks):
 
 
 def stats() -> dict:
-    """Counters since the process started: shared jobs, chunks the workers ran, stalls (a late
-    worker), cycles the callers waited for workers."""
-    return dict(jobs=int(_ctl[JOBS]), helped=int(_ctl[HELPED]), stalls=int(_ctl[STALLS]), waited=int(_ctl[WAITED]))
+    """Counters since the process started: calls run as shared jobs and alone (of the sizes
+    that may share), chunks the workers ran, cycles callers waited for workers' chunks."""
+    return dict(jobs=int(_ctl[JOBS]), solos=int(_ctl[SOLOS]), helped=int(_ctl[HELPED]), waited=int(_ctl[WAITED]))
 
 
 @jit
 def wait(c, nchunks):
-    """Wait until every chunk is finished, then free the team; returns the cycles waited. Only
+    """Wait until every chunk is finished, then free the team. Only
     chunks a worker has claimed are outstanding: this waits for work in progress, never for a
     worker to wake up."""
     start = cycles()
@@ -232,34 +240,54 @@ def wait(c, nchunks):
         else:
             _pause()
     _store(c, BUSY, 0)
-    return cycles() - start
+    c[WAITED] += cycles() - start
 
 
 @jit
-def solo(c):
-    """True while the caller should run alone (a penalty for stalls is being served)."""
-    if c[SOLO] > 0:
-        c[SOLO] -= 1
-        return True
-    return False
+def choose(c, M, r, n):
+    """Team or solo for this call of shape (M, r, n): whichever has been faster for this shape
+    (per-call cycles, halved with each new sample), except during an exploration: every INTERVAL
+    calls, BURST_LEN calls in the other mode (the first not timed: it wakes a sleeping worker).
+    INTERVAL doubles while the other mode keeps losing. So a busy machine, where waiting on a
+    descheduled worker makes shared calls slow, turns the team off within a few calls, and a
+    quiet one turns it back on within a few thousand. Returns (slot, use the team, time it)."""
+    key = (M << 42) ^ (r << 21) ^ n
+    s = SHAPES + LINE * ((M * 1000003 + r * 1009 + n) % NSHAPES)
+    if c[s + KEY] != key:
+        c[s + T_TEAM] = c[s + T_SOLO] = c[s + CALLS] = c[s + BURST] = c[s + LAST] = 0
+        c[s + EXPLORE], c[s + INTERVAL], c[s + KEY] = BURST_LEN, MIN_INTERVAL, key
+    c[s + CALLS] += 1
+    team = c[s + T_TEAM] == 0 or (c[s + T_SOLO] != 0 and c[s + T_TEAM] <= c[s + T_SOLO])
+    if c[s + BURST] > 0:
+        c[s + BURST] -= 1
+        c[s + LAST] = c[s + BURST] == 0
+        return s, not team, True
+    if c[s + CALLS] >= c[s + EXPLORE]:
+        c[s + BURST] = BURST_LEN - 1
+        c[s + EXPLORE] = c[s + CALLS] + c[s + INTERVAL]
+        return s, not team, False
+    return s, team, True
 
 
 @jit
-def judge(c, cycles_per_chunk, waited):
-    """After a shared job: the caller waited `waited` cycles for the workers' last chunks. More
-    than two of its own chunks' time means a worker was not running (another process has its
-    core): run alone for the next PENALTY calls, doubling on each stall, halving on each job
-    that went well. So on a busy machine the product degrades to one thread's speed instead of
-    waiting on a descheduled thread 128 times a training step."""
-    penalty = max(c[PENALTY], MIN_PENALTY)
-    c[JOBS] += 1
-    c[WAITED] += waited
-    if waited > 2 * cycles_per_chunk + STALL_CYCLES:
-        c[STALLS] += 1
-        c[SOLO] = penalty
-        c[PENALTY] = min(2 * penalty, MAX_PENALTY)
+def learn(c, s, team, timed, cycles):
+    """Fold one call's cycles into its shape's estimate for the mode it ran (an outlier, such
+    as a preemption, counts at most four times the estimate)."""
+    if team:
+        c[JOBS] += 1
     else:
-        c[PENALTY] = max(penalty // 2, MIN_PENALTY)
+        c[SOLOS] += 1
+    if not timed:
+        return
+    f = s + (T_TEAM if team else T_SOLO)
+    old = c[f]
+    c[f] = cycles if old == 0 else (old + min(cycles, 4 * old)) // 2
+    if c[s + LAST]:
+        # an exploration just ended: back off while the explored mode keeps losing
+        c[s + LAST] = 0
+        lost = c[s + T_TEAM] > c[s + T_SOLO] if team else c[s + T_SOLO] > c[s + T_TEAM]
+        c[s + INTERVAL] = min(2 * c[s + INTERVAL], MAX_INTERVAL) if lost else MIN_INTERVAL
+        c[s + EXPLORE] = c[s + CALLS] + c[s + INTERVAL]
 
 
 @jit
@@ -269,16 +297,20 @@ def generation(c):
 
 @jit
 def next_job(c, seen):
-    """Block until a job newer than `seen` is published; returns its generation, or -1 on STOP."""
+    """Block until a job newer than `seen` is published; returns its generation, or -1 on STOP.
+    Polls for SPIN_CYCLES, yielding the core between polls (on a busy machine the poll costs the
+    other processes nothing), then sleeps on the futex."""
     while True:
         start = cycles()
         while cycles() - start < SPIN_CYCLES:
-            g = _load(c, GEN)
-            if g != seen:
-                return g
+            for _ in range(64):
+                g = _load(c, GEN)
+                if g != seen:
+                    return g
+                _pause()
             if _load(c, STOP):
                 return -1
-            _pause()
+            _sched_yield()
         _add(c, SLEEPING, 1)
         if _load(c, GEN) == seen and not _load(c, STOP):
             _futex(c, GEN, 0, seen & MASK)
@@ -321,3 +353,16 @@ def _wake(c):
 
 def size() -> int:
     return len(_threads)
+
+
+def _forget_threads() -> None:
+    """In a forked child: the workers were not copied; callers there run alone."""
+    _ctl[WORKERS] = 0
+    _ctl[SLEEPING] = 0
+    _threads.clear()
+
+
+# stop the workers before the interpreter tears down the JIT whose code they run
+atexit.register(stop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
