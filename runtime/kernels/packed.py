@@ -55,7 +55,7 @@ from .blas import gemm
 PANEL = 16
 SIMD = GEMM_PATH != "blas"
 LANES = 16 if GEMM_PATH == "avx512" else 8     # floats per vector register
-GROUP = 64 // LANES                              # panels per tile: 4 zmm or 2 x 2 ymm per row
+GROUP = 4 * LANES // PANEL                       # panels per tile: 4 vectors (zmm or ymm) per row
 CHUNK = 4                                        # panels per unit of work shared between threads
 MIN_PARALLEL_FLOPS = 1 << 20                     # below ~4 us of work a second thread costs more
 
