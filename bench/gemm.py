@@ -9,8 +9,9 @@ Shapes: an LSTM with hidden size H has W [4H, H]; per step the forward product i
 Y[M, 4H] += X[M, H] @ W.T ("fwd", K = H, N = 4H) and the backward one dX[M, H] += dY[M, 4H] @ W
 ("bwd"), for M (batch rows) in 1, 4, 32, 64 and H in 32, 128, 512. Systems run interleaved,
 round by round (the order reversed every other round), on a shared machine: medians and
-minimums per call are printed. --wheel also runs the BLAS rows in a subprocess whose BLAS is the
-scipy-openblas32 wheel (pip install scipy-openblas32), beside the packed kernel as the common peer.
+minimums per call are printed. --wheel also runs a subprocess whose BLAS is the scipy-openblas32
+wheel (pip install scipy-openblas32): its columns are "wheel" and "packed'", the packed kernel
+measured again in that process as the common peer (compare wheel/packed' with blas/packed).
 """
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def measure(rows, hidden, threads, rounds, target_s, contended, wheel, systems=(
                     for r in range(rounds):
                         for s, nt, (fn, args) in (runs if r % 2 == 0 else runs[::-1]):
                             _threads(s, nt, lib)
-                            fn(*args, 2)
+                            fn(*args, 2 + n // 2)     # warm: caches, BLAS threads, the team's choice
                             before = team.stats()
                             t0 = time.perf_counter()
                             fn(*args, n)
@@ -130,7 +131,8 @@ def measure(rows, hidden, threads, rounds, target_s, contended, wheel, systems=(
                         busy.wait()
                 for (s, nt), v in times.items():
                     med = statistics.median(x[0] for x in v)
-                    results.append({"dir": d, "M": M, "K": K, "N": N, "system": "wheel" if wheel and s == "blas" else s,
+                    name = s if not wheel else "wheel" if s == "blas" else "packed'"
+                    results.append({"dir": d, "M": M, "K": K, "N": N, "system": name,
                                     "threads": nt, "contended": contended, "us_median": 1e6 * med,
                                     "us_min": 1e6 * min(x[0] for x in v), "gflops": flops / med / 1e9,
                                     "worker_chunks_per_call": statistics.median(x[1] for x in v)})
@@ -166,8 +168,8 @@ def table(rows) -> str:
     keys = sorted({(r["dir"], r["K"], r["M"]) for r in rows}, key=lambda k: (k[1], k[0] != "fwd", k[2]))
     for d, K, M in keys:
         by = {(r["system"], r["threads"], r["contended"]): r for r in rows if (r["dir"], r["K"], r["M"]) == (d, K, M)}
-        any_row = next(iter(by.values()))
-        shape = (f"fwd [{M}x{K}]x[{K}x{any_row['N']}]" if d == "fwd" else f"bwd [{M}x{any_row['N']}]x[{any_row['N']}x{K}]")
+        N = next(iter(by.values()))["N"]
+        shape = f"fwd [{M}x{K}]x[{K}x{N}]" if d == "fwd" else f"bwd [{M}x{N}]x[{N}x{K}]"
         cells = [f"{by[c]['us_median']:.1f} ({by[c]['us_min']:.1f}) us {by[c]['gflops']:.0f} GF" if c in by else ""
                  for c in cols]
         lines.append("| " + " | ".join([shape] + cells) + " |")

@@ -65,7 +65,8 @@ def check_layout():
     happened to read consistently would pass the products but break the lead's plan ops)."""
     K, N = 5, 20
     W = np.arange(N * K, dtype=np.float32).reshape(N, K) + 1
-    Pf, Pb = np.full(packed.packed_shape(N, K), np.nan, np.float32), np.full(packed.packed_shape(K, N), np.nan, np.float32)
+    Pf = np.full(packed.packed_shape(N, K), np.nan, np.float32)
+    Pb = np.full(packed.packed_shape(K, N), np.nan, np.float32)
     assert Pf.shape == (2 * K, 16) and Pb.shape == (1 * N, 16)
     packed.pack_wt(W, Pf)
     packed.pack_w(W, Pb)

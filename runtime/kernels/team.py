@@ -26,6 +26,7 @@ Job protocol (all atomics sequentially consistent):
 import atexit
 import os
 import platform
+import sys
 import threading
 
 import llvmlite.binding as ll
@@ -48,8 +49,8 @@ CTL = SHAPES + NSHAPES * LINE
 MASK = (1 << 32) - 1
 SPIN_CYCLES = 1 << 17               # ~40 us of polling for the next job before sleeping
 YIELD_SPINS = 1 << 12               # a caller waiting this long for a chunk yields its core
-BURST_LEN = 4                       # calls per exploration of the other mode (the first warms up)
-MIN_INTERVAL, MAX_INTERVAL = 16, 1 << 14
+BURST_LEN = 2                       # calls per exploration of the other mode (the first warms up)
+MIN_INTERVAL, MAX_INTERVAL = 32, 1 << 14    # so exploring costs at most 2 calls in 32, soon fewer
 
 _ctl = np.zeros(CTL + LINE, np.int64)                                   # + a line for alignment
 _ctl = _ctl[(-_ctl.ctypes.data // 8) % LINE:][:CTL]
@@ -322,8 +323,11 @@ _threads = []
 
 
 def start(n: int, worker) -> None:
-    """Run `worker()` (a jitted, nogil loop over next_job) on n threads, stopping any running."""
+    """Run `worker()` (a jitted, nogil loop over next_job) on n threads, stopping any running.
+    Linux only (the workers sleep on a futex); elsewhere callers run alone."""
     stop()
+    if not sys.platform.startswith("linux"):
+        return
     c = _ctl
     c[WORKERS] = n
     for _ in range(n):
