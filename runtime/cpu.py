@@ -8,7 +8,9 @@
 The features come from LLVM's view of the host (what numba compiles for), so the kernel never
 emits instructions the code generator cannot use. GRAPHSPEC_GEMM=avx512|avx2|blas forces a path
 (benchmarks, tests); asking for one the CPU lacks is an error. runtime/jit.py puts the path in the
-numba cache key: code compiled for one path is never loaded by a process running another.
+numba cache key: code compiled for one path is never loaded by a process running another (the
+packed layouts differ: a cached pack for one path beside a fresh product for another would be
+wrong, not just slow).
 """
 import os
 
@@ -46,3 +48,4 @@ def gemm_path() -> str:
 
 
 GEMM_PATH = gemm_path()
+AUTO_PATH = _supported()[0]     # what this CPU gets unless told otherwise

@@ -7,7 +7,8 @@
   code. With NUMBA_CACHE_DIR set, the cache lives in a subdirectory named by a hash of every
   kernel source, this file and the GEMM path runtime/cpu.py chose (avx512/avx2/blas: kernels
   bake it in), so an edit anywhere there, or a cache built on a CPU with other features, starts
-  a fresh cache;
+  a fresh cache. Without NUMBA_CACHE_DIR numba's own key (which holds the CPU, so the automatic
+  GEMM path) is used, except that a GRAPHSPEC_GEMM override gets a stamped directory too;
 - error_model='numpy': no zero-division check in every division, which stops LLVM from
   vectorising elementwise loops (measured 4.2 ns against 0.76 ns per element);
 - fastmath off: gradient checks in float64 need IEEE semantics. The one exception is `jit_sum`,
@@ -23,7 +24,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from .cpu import GEMM_PATH
+from .cpu import AUTO_PATH, GEMM_PATH
 
 
 def _sources_stamp() -> str:
@@ -40,6 +41,10 @@ def _sources_stamp() -> str:
 
 if numba.config.CACHE_DIR and not os.path.basename(numba.config.CACHE_DIR).startswith("kernels-"):
     numba.config.CACHE_DIR = os.path.join(numba.config.CACHE_DIR, f"kernels-{_sources_stamp()}")
+elif not numba.config.CACHE_DIR and GEMM_PATH != AUTO_PATH:
+    # numba's own key (in __pycache__) holds the CPU, so the automatic path, but not an override
+    numba.config.CACHE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          ".numba_cache", f"kernels-{_sources_stamp()}")
 
 OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath=False)
 

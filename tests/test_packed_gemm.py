@@ -216,6 +216,19 @@ def test_the_path_is_part_of_the_cache_key(monkeypatch):
     assert len(stamps) == len(cpu.PATHS)
 
 
+def test_an_override_gets_its_own_cache_without_numba_cache_dir():
+    """numba's __pycache__ key holds the CPU (so the automatic path) but not GRAPHSPEC_GEMM: a
+    cached SIMD pack beside a freshly compiled blas product would give wrong products."""
+    code = "import numba, runtime.jit; print(numba.config.CACHE_DIR)"
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "GRAPHSPEC_GEMM")}
+    auto = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    forced = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(env, GRAPHSPEC_GEMM="blas"))
+    assert auto.returncode == 0 and forced.returncode == 0, auto.stderr + forced.stderr
+    assert auto.stdout.strip() == ""
+    assert os.path.basename(forced.stdout.strip()).startswith("kernels-")
+
+
 @pytest.mark.parametrize("path", [p for p in cpu.PATHS if p != cpu.GEMM_PATH])
 def test_other_paths(path):
     """The same checks on each other path this CPU runs (the blas fallback always)."""
