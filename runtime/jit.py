@@ -5,7 +5,9 @@
   ~/.cache/graphspec), so a second process starts in a second instead of a minute. Numba keys
   a cached function on its own file only: editing a helper in another file (vecmath.py) would
   silently load the callers' old machine code. So the cache lives in a subdirectory named by a
-  hash of every kernel source and this file: an edit anywhere there starts a fresh cache;
+  hash of every kernel source, their calling convention and code generator, this file and the
+  GEMM path runtime/cpu.py chose (avx512/avx2/blas: kernels bake it in): an edit anywhere there,
+  or a cache built on a CPU with other features, starts a fresh cache;
 - error_model='numpy': no zero-division check in every division, which stops LLVM from
   vectorising elementwise loops (measured 4.2 ns against 0.76 ns per element);
 - fastmath off: gradient checks in float64 need IEEE semantics. The one exception is `jit_sum`,
@@ -21,17 +23,20 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from .cpu import GEMM_PATH
+
 
 def _sources_stamp() -> str:
     """A hash of every source compiled code is made from (the kernels, their calling convention,
     the code generator, this file): part of the cache directory's name."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, f) for f in ("jit.py", "abi.py", "codegen.py")] + sorted(
+    files = [os.path.join(here, f) for f in ("jit.py", "abi.py", "codegen.py", "cpu.py")] + sorted(
         os.path.join(here, "kernels", f) for f in os.listdir(os.path.join(here, "kernels")) if f.endswith(".py"))
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
             h.update(fh.read())
+    h.update(GEMM_PATH.encode())
     return h.hexdigest()[:12]
 
 
