@@ -67,6 +67,7 @@ class Arg:
     of: str = ""
     span: bool = False
     rows: bool = False          # backward touches only the rows the op's ids pick (a lookup table)
+    nograd: bool = False        # the op passes no gradient to it (a packed weight, and W beside it)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class OpSig:
     eval_as: str = ""            # the op it becomes when not training (dropout -> copy)
     variadic: str = ""           # any number of operands, emitted as one `variadic` eqn per part
     ew: Optional[Elementwise] = None
+    gemm: tuple = ()             # (weight, input): in a loop, dW = one GEMM over every step (deferred)
+    onto: int = -1               # the output starts as a copy of this operand (it may take its buffer)
     kernels: str = ""            # runtime/kernels/<module>.py with NAME_fwd/NAME_bwd ('' = generated)
     example: Optional[Callable] = None   # gen -> (operands, out shape, attrs): valid operands for tests
 
@@ -111,6 +114,12 @@ class OpSig:
     @property
     def rows(self) -> tuple:
         return tuple(k for k, a in enumerate(self.args) if a.rows)
+
+    @property
+    def differentiable(self) -> tuple:
+        """Operands whose gradient the backward kernel accumulates (when asked to)."""
+        return tuple(k for k, a in enumerate(self.args)
+                     if a.dtype == "f" and a.kind != "mask" and not a.nograd) if self.grad else ()
 
     @property
     def params(self) -> tuple:
@@ -156,7 +165,7 @@ def _plain(t: Ty, what: str):
 
 
 # ---------------------------------------------------------------- linear algebra
-@op("matmul", (Arg("W"), Arg("x")), kernels="linear",
+@op("matmul", (Arg("W"), Arg("x")), gemm=(0, 1), kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C)], (g.R, 3), {}))
 def _matmul(ts, at):
     """y = W x, as in the source's equations: W is a matrix param [N, K] (out, in), x a row [K],
@@ -171,7 +180,7 @@ def _matmul(ts, at):
     return Ty(w.seq_rows, x.seq)
 
 
-@op("affine", (Arg("W"), Arg("x"), Arg("a")), kernels="linear",
+@op("affine", (Arg("W"), Arg("x"), Arg("a")), gemm=(0, 1), onto=2, kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C), g.f(g.B, 3)], (g.R, 3), {}))
 def _affine(ts, at):
     """y = W x + a: a matmul whose only reader adds it to a (a bias row, or a value of y's size,
@@ -183,6 +192,57 @@ def _affine(ts, at):
     y = _matmul([w, x], at)
     _need(_same(a.feat, y.feat) and a.seq == y.seq, f"affine: the added value {a} does not match W x = {y}")
     return y
+
+
+PANEL = 16     # packed weights: columns of B in panels of 16 (runtime/kernels/packed.py)
+
+
+def packed_rows(n: Size, r: Size) -> Size:
+    """Rows of 16 floats that B [r, n] takes packed."""
+    return -(-n // PANEL) * r if isinstance(n, int) and isinstance(r, int) else ANY
+
+
+@op("pack", (Arg("W"),), grad=False, kernels="linear",
+    example=lambda g: ([g.f(3, g.C)], (packed_rows(3, g.C) + packed_rows(g.C, 3), PANEL), {}))
+def _pack(ts, at):
+    """P = W [N, K] packed twice for the per-step products of a loop: its transpose for
+    Y = X W^T (the forward) and W itself for dX = dY W (the backward), each as panels of 16
+    columns (rows packed_rows(N, K) + packed_rows(K, N)). Run once per forward: the weights
+    change only between passes. No gradient: dW comes from the deferred GEMM over all steps."""
+    (w,) = ts
+    _need(isinstance(w, MatTy), f"pack: needs a matrix param, got {w}")
+    rows = packed_rows(w.seq_rows, w.feat)
+    back = packed_rows(w.feat, w.seq_rows)
+    return MatTy(PANEL, seq_rows=rows + back if ANY not in (rows, back) else ANY)
+
+
+def _packed_example(with_a):
+    def example(g):
+        w = g.f(3, g.C)
+        ins = [w, g.packed(w), g.f(g.R, g.C)] + ([g.f(g.B, 3)] if with_a else [])
+        return ins, (g.R, 3), {}
+    return example
+
+
+@op("matmul_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x")), gemm=(0, 2), kernels="linear",
+    example=_packed_example(False))
+def _matmul_packed(ts, at):
+    """y = W x inside a loop, over P = pack(W) (graphspec/passes/pack.py): the same product as
+    matmul, from weights packed once per pass instead of once per step. W's gradient comes from
+    the deferred GEMM over all steps (W is here for it); P gets none.
+    backward: dx += dy @ W (over P's second layout)."""
+    w, p, x = ts
+    return _matmul([w, x], at)
+
+
+@op("affine_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x"), Arg("a")), gemm=(0, 2), onto=3,
+    kernels="linear",
+    example=_packed_example(True))
+def _affine_packed(ts, at):
+    """y = W x + a inside a loop, over P = pack(W): affine from packed weights.
+    backward: dx += dy @ W (over P), da += dy."""
+    w, p, x, a = ts
+    return _affine([w, x, a], at)
 
 
 # ---------------------------------------------------------------- elementwise

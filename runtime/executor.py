@@ -7,6 +7,7 @@ per op or per time step in Python, and only the kernels a plan uses are ever com
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -45,6 +46,27 @@ def _unwritten(plan: Plan) -> list:
     return merged
 
 
+def threads() -> int:
+    """Threads for the per-step products over packed weights: GRAPHSPEC_THREADS, else what the
+    BLAS is told (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS), else the cores this process may use
+    (at most 4: the products are small). Each call's team measures whether sharing pays."""
+    for var in ("GRAPHSPEC_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) >= 1:
+            return int(v)
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+_threads_set = []
+
+
+def _start_threads():
+    if not _threads_set:
+        from .kernels.packed import set_threads
+        set_threads(threads())
+        _threads_set.append(True)
+
+
 @jit
 def _zero_rows(A, rows):
     for i in rows:
@@ -59,6 +81,8 @@ class Executor:
     contiguous block in place."""
 
     def __init__(self, plan: Plan, dtype=np.float32):
+        if any(e.op == "pack" for e in plan.eqns):
+            _start_threads()
         self.plan, self.dtype = plan, np.dtype(dtype)
         self.records, self.offsets, self.attrs = plan.encode()
         n = len(plan.eqns)

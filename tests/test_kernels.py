@@ -51,6 +51,15 @@ class Gen:
     def lengths_mask(self):
         return np.array([[1.0], [1], [1], [0], [0], [0]])    # lengths 2 and 1
 
+    def packed(self, w):
+        """W packed as the `pack` op does (the forward and backward layouts)."""
+        from graphspec.ops import PANEL, packed_rows
+        from runtime.kernels.linear import pack_fwd
+        N, K = w.shape
+        p = np.zeros((packed_rows(N, K) + packed_rows(K, N), PANEL))
+        pack_fwd(w, p)
+        return p
+
 
 KERNEL_OPS = [n for n, sig in REGISTRY.items() if not sig.variadic]
 CASES = {name: (lambda sig=REGISTRY[name]: sig.example(Gen())) for name in KERNEL_OPS}
@@ -84,7 +93,7 @@ def test_backward_matches_finite_differences(name):
     ins, out, a, scratch = run(name, ins, out_shape, attrs)
     gout = rng.normal(0, 1, out.shape)
     grads = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
-    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    need = sum(1 << k for k in sig.differentiable)
     KERNELS[name][1](*ins, out, gout, *grads, need, *a, *scratch)
     eps = 1e-6
     for k, d in enumerate(sig.inputs):
@@ -108,7 +117,7 @@ def test_backward_accumulates(name):
     ins, out_shape, attrs = CASES[name]()
     ins, out, a, scratch = run(name, ins, out_shape, attrs)
     gout = rng.normal(0, 1, out.shape)
-    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    need = sum(1 << k for k in sig.differentiable)
     once = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
     twice = [g.copy() for g in once]
     KERNELS[name][1](*ins, out, gout, *once, need, *a, *scratch)
@@ -148,7 +157,7 @@ def test_float32_backward_matches_float64(name):
     sig = REGISTRY[name]
     ins, out_shape, attrs = CASES[name]()
     gout = rng.normal(0, 1, out_shape)
-    need = sum(1 << k for k, d in enumerate(sig.inputs) if d == "f" and k not in sig.masks)
+    need = sum(1 << k for k in sig.differentiable)
     grads = {}
     for dtype in (np.float64, np.float32):
         xs, out, a, scratch = run(name, ins, out_shape, attrs, dtype=dtype)

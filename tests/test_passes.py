@@ -151,6 +151,18 @@ def test_fuse_never_makes_a_same_step_cycle():
             assert not ({"a", "h"} <= set(names))
 
 
+def test_pack_reads_a_loop_weight_packed_once_and_leaves_dw_to_one_gemm():
+    g = ir("  h: tanh(b + W @ h[t-1] + U @ x)\n", "pack")
+    (step,) = [n for n in g.nodes.values() if n.op == "affine_packed"]
+    assert [str(a) for a in step.args[:3]] == ["W", "W#packed", "h[t-1]"]
+    assert g.nodes["W#packed"].op == "pack" and g.nodes["W#packed"].axis is None
+    assert not any(n.op == "affine_packed" and n.args[0].node == "U" for n in g.nodes.values())   # hoisted: BLAS
+    plan = compile_graph(graphspec.load("t.yaml", HEAD + "nodes:\n  h: tanh(b + W @ h[t-1] + U @ x)\nloss: mse(h, y)\n"),
+                         {"t": 4}, 2, check=True)
+    (dw,) = [e for e in plan.eqns if e.nofwd]
+    assert dw.op == "matmul" and dw.ins[0].buf == "W" and dw.out.rows == 8
+
+
 def test_fuse_off_leaves_every_node():
     g = graphspec.load("specs/lstm.yaml")
     ctx = make_ctx(g, {"t": 3}, 2, fuse=False)
@@ -162,7 +174,7 @@ def test_layout_and_emit_give_two_plan_entries_per_step_for_the_lstm_block():
     g = graphspec.load("specs/lstm.yaml")
     plan = compile_graph(g, {"t": 5}, 4, check=True)
     per_step = [e for e in plan.eqns if e.out.slot == "t=2"]
-    assert [e.op for e in per_step] == ["affine", "fused"]
+    assert [e.op for e in per_step] == ["affine_packed", "fused"]
     assert [v.buf for v in per_step[1].outs] == ["h.s", "h.h"]
 
 

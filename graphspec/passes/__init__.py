@@ -12,6 +12,7 @@ plan (graphspec/plan.py), the contract with runtime/.
     reassociate  (b + W h[t-1]) + U x -> (b + U x) + W h[t-1]: the part free of the recurrence is hoisted
     carry        a backward loop over a padded axis keeps its initial state through the padding
     affine       a matmul read only by an add -> affine (one GEMM accumulating onto the addend)
+    pack         a product inside a loop reads its weight packed once per pass, not per step
     fuse         connected elementwise nodes of one loop step (or hoisted together) -> one fused kernel
     layout       slots before/after each axis, the memory check, buffers at fixed offsets
     emit         loops unrolled into per-step equations, the rest hoisted; deferred weight gradients
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..graph import Graph
-from . import affine, carry, cross_axis, dce, emit, fuse, layout, reassociate
+from . import affine, carry, cross_axis, dce, emit, fuse, layout, pack, reassociate
 from .analysis import order as _order
 from .printer import print_ir
 from .verify import verify, verify_plan
@@ -57,6 +58,7 @@ PIPELINE = [
     ("reassociate", reassociate.run),
     ("carry", carry.run),
     ("affine", affine.run),
+    ("pack", pack.run),
     ("fuse", fuse.run),
     ("layout", layout.run),
     ("emit", emit.run),

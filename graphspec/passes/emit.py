@@ -139,8 +139,11 @@ class _Emitter:
         deferred = set()
         for x in loop.nodes:
             n = g.nodes[x]
-            w, v = (n.args + [None, None])[:2]
-            if n.op in ("matmul", "affine") and self.rg[w.node] and v.mode == "step" and g.nodes[v.node].axis == n.axis:
+            gemm = REGISTRY[n.op].gemm if n.op in REGISTRY else ()
+            if not gemm:
+                continue
+            w, v = n.args[gemm[0]], n.args[gemm[1]]
+            if self.rg[w.node] and v.mode == "step" and g.nodes[v.node].axis == n.axis:
                 # one GEMM over all steps for dW, run after the loop's backward
                 out = self._view(x, 0, T, "t=*")
                 ins = [self._operand(w, None, T), self._operand(v, None, T)]
@@ -178,11 +181,9 @@ class _Emitter:
             sig = REGISTRY[op]
         if skip_w:
             need[0] = False
-        if op == "affine" and self.lay.alias.get(n.name) == n.args[2].node:
-            need[2] = False             # computed in a's buffer: a's gradient is y's, the same memory
-        if not sig.grad:
-            need = [False] * len(need)
-        need = [nd and k not in sig.masks for k, nd in enumerate(need)]
+        if sig.onto >= 0 and self.lay.alias.get(n.name) == n.args[sig.onto].node:
+            need[sig.onto] = False      # computed in a's buffer: a's gradient is y's, the same memory
+        need = [nd and k in sig.differentiable for k, nd in enumerate(need)]
         if "norm" in sig.attrs:
             attrs["norm"] = float(self.ctx.batch)
         if "batch" in sig.attrs:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import Loc, SpecError
 from ..graph import Graph, Node
-from ..ops import REGISTRY
+from ..ops import REGISTRY, MatTy
 from ..plan import Buffer, Plan, View
 from .analysis import batched
 
@@ -64,7 +64,7 @@ def run(g: Graph, ctx) -> dict:
 
 
 def _in_place(g: Graph, lay: Layout):
-    """y = affine(W, x, a) accumulates onto a copy of a; when a is read by nothing else (and is
+    """y = affine(W, x, a) (any op with `onto`) accumulates onto a copy of a; when a is read by nothing else (and is
     no output), y can take a's buffer and the GEMM accumulate onto a itself: an LSTM's gates
     z(t) = (b + W x(t)) + R h(t-1) then live in the buffer of the hoisted b + W x. G has F's
     layout, so a's gradient is y's, with no copy (the emitter drops the add of dy into da)."""
@@ -73,9 +73,10 @@ def _in_place(g: Graph, lay: Layout):
     outs = kept(g)
     taken = set()
     for n in g.nodes.values():
-        if n.op != "affine" or n.init is not None:
+        sig = REGISTRY.get(n.op)
+        if sig is None or sig.onto < 0 or n.init is not None:
             continue
-        a = n.args[2]
+        a = n.args[sig.onto]
         src = g.nodes[a.node]
         if (a.mode == "step" and a.delay == 0 and not src.is_leaf and src.op not in ("member", "fused")
                 and users[src.name] == [n.name] and src.name not in outs and src.name not in taken
@@ -99,6 +100,8 @@ def shape(g: Graph, ctx, lay: Layout, n: Node) -> tuple:
         return tuple(ctx.tables.get(n.attrs["field"], DEFAULT_TABLES[n.attrs["field"]](V)))
     if n.op in REGISTRY and REGISTRY[n.op].loss:
         return (1, 1)
+    if isinstance(ty, MatTy):                   # a matrix value: packed weights
+        return (ty.seq_rows, ty.feat)
     cols = ty.feat
     if n.op == "input" and n.attrs.get("kind") == "tokens" and n.attrs.get("width"):
         cols = n.attrs["width"]

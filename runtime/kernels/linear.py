@@ -3,6 +3,7 @@ steps at once when hoisted); affine: y = W x + a, the GEMM accumulating into y."
 from ..jit import const, jit
 from .blas import gemm
 from .elementwise import _accumulate, copy_fwd
+from .packed import gemm_packed, pack_w, pack_wt
 
 
 @jit
@@ -34,4 +35,56 @@ def affine_bwd(w, x, a, out, gout, gw, gx, ga, need):
     """dX += dY @ W;  dW += dY.T @ X;  dA += dY summed over A's repeated rows."""
     matmul_bwd(w, x, out, gout, gw, gx, need)
     if need & 4:
+        _accumulate(ga, gout, const(gout, 1.0))
+
+
+# ---------------------------------------------------------------- over packed weights
+@jit
+def _layouts(w, p):
+    """P's two packed copies of W [N, K]: for X @ W.T, then for dY @ W."""
+    N, K = w.shape
+    nf = (N + 15) // 16 * K
+    return p[:nf], p[nf:]
+
+
+@jit
+def pack_fwd(w, out):
+    """P = [W.T packed; W packed] (runtime/kernels/packed.py): once per forward, before the loops."""
+    pf, pb = _layouts(w, out)
+    pack_wt(w, pf)
+    pack_w(w, pb)
+
+
+@jit
+def pack_bwd(w, out, gout, gw, need):
+    """No gradient: W's comes from the deferred GEMM of the ops that read P."""
+
+
+@jit
+def matmul_packed_fwd(w, p, x, out):
+    """Y = X @ W.T over P's first layout."""
+    gemm_packed(x, _layouts(w, p)[0], out, False)
+
+
+@jit
+def matmul_packed_bwd(w, p, x, out, gout, gw, gp, gx, need):
+    """dX += dY @ W over P's second layout (dW: the deferred GEMM over all steps)."""
+    if need & 4:
+        gemm_packed(gout, _layouts(w, p)[1], gx, True)
+
+
+@jit
+def affine_packed_fwd(w, p, x, a, out):
+    """Y = A + X @ W.T over P; in A's buffer when the compiler put it there."""
+    if a.ctypes.data != out.ctypes.data or a.shape[0] != out.shape[0]:
+        copy_fwd(a, out)
+    gemm_packed(x, _layouts(w, p)[0], out, True)
+
+
+@jit
+def affine_packed_bwd(w, p, x, a, out, gout, gw, gp, gx, ga, need):
+    """dX += dY @ W over P;  dA += dY summed over A's repeated rows."""
+    if need & 4:
+        gemm_packed(gout, _layouts(w, p)[1], gx, True)
+    if need & 8:
         _accumulate(ga, gout, const(gout, 1.0))
