@@ -32,28 +32,39 @@ def one_line(argv, expected, code=2):
     return out
 
 
+# Runs cli.py and, at exit, writes the process's own peak resident memory (VmHWM: this process
+# image's, from exec on; rusage's maxrss would count the pages of the forked test runner).
+_PEAK = """
+import atexit, runpy, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    with open(sys.argv[1], "w") as f:
+        f.write(str(kb * 1024))
+atexit.register(_peak)
+path = sys.argv[2]
+sys.argv = sys.argv[2:]
+runpy.run_path(path, run_name="__main__")
+"""
+
+
 def measured(*argv, timeout=120):
-    """(exit code, stdout, stderr, seconds, peak resident bytes) of `graphspec ARGV` as a process.
-    The peak is this child's own (os.wait4), not the maximum over every child the suite ran."""
-    import threading
+    """(exit code, stdout, stderr, seconds, peak resident bytes) of `graphspec ARGV` as a process."""
+    import tempfile
     t0 = time.time()
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), *map(str, argv)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    got = {}
-    readers = [threading.Thread(target=lambda k=k, f=f: got.__setitem__(k, f.read())) for k, f in
-               (("out", p.stdout), ("err", p.stderr))]
-    for r in readers:
-        r.start()
-    killer = threading.Timer(timeout, p.kill)
-    killer.start()
-    _, status, usage = os.wait4(p.pid, 0)
-    killer.cancel()
-    for r in readers:
-        r.join()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if time.time() - t0 >= timeout:
+    fd, peak_file = tempfile.mkstemp(suffix=".peak")
+    os.close(fd)
+    p = subprocess.Popen([sys.executable, "-c", _PEAK, peak_file, os.path.join(ROOT, "cli.py"), *map(str, argv)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
         raise AssertionError(f"graphspec {' '.join(map(str, argv))} ran past {timeout} s")
-    return p.returncode, got["out"], got["err"], time.time() - t0, usage.ru_maxrss * 1024
+    with open(peak_file) as f:
+        peak = int(f.read() or 0)
+    os.unlink(peak_file)
+    return p.returncode, out, err, time.time() - t0, peak
 
 
 # ================================================================ flags
