@@ -62,15 +62,15 @@ def test_elman_plan_hoists_everything_but_the_recurrence():
 def test_affine_fusion_leaves_one_gemm_and_the_cell_per_step():
     g = graphspec.load("elman.yaml", ELMAN)
     plan = compile_graph(g, {"t": 7}, 4)
-    # per step: affine(W, h[t-1], b + U x(t)) and tanh; hoisted: embed, affine(U, x, b),
-    # affine(V_o, h, c), the loss, and the deferred dW GEMM, which reads a's gradient
-    assert len(plan.eqns) == 2 * 7 + 5
+    # per step: affine(W, h[t-1], b + U x(t)) over W packed once, and tanh; hoisted: embed,
+    # affine(U, x, b), affine(V_o, h, c), the loss, the pack of W and the deferred dW GEMM
+    assert len(plan.eqns) == 2 * 7 + 6
     assert plan.stats["fused affine"] == 3
     step = [e for e in plan.eqns if e.out.rows == 4]
-    assert [e.op for e in step] == ["affine", "tanh"] * 7
+    assert [e.op for e in step] == ["affine_packed", "tanh"] * 7
     # W's gradient comes from the deferred GEMM; a's is y's: y is computed in a's buffer
-    assert all(e.need == (False, True, False) for e in step if e.op == "affine")
-    assert all(e.out.offset == e.ins[2].offset for e in step if e.op == "affine")
+    assert all(e.need == (False, False, True, False) for e in step if e.op == "affine_packed")
+    assert all(e.out.offset == e.ins[3].offset for e in step if e.op == "affine_packed")
     (deferred,) = [e for e in plan.eqns if e.nofwd]
     assert deferred.out.buf == "a" and deferred.out.rows == 28
     hoisted = sorted(e.op for e in plan.eqns if e.out.rows == 28 and not e.nofwd)
@@ -91,7 +91,7 @@ def test_a_hoisted_matmul_is_not_fused_into_a_per_step_add():
     spec = ELMAN.replace("a: b + W @ h[t-1] + U @ E[x]", "a: W @ h[t-1] + U @ E[x]").replace("  b: {shape: [H]}\n", "")
     plan = compile_graph(graphspec.load("elman.yaml", spec), {"t": 4}, 2)
     step = [e.op for e in plan.eqns if e.out.rows == 2]
-    assert step == ["affine", "tanh"] * 4          # W h[t-1] fused, U x(t) still one GEMM over all steps
+    assert step == ["affine_packed", "tanh"] * 4   # W h[t-1] fused, U x(t) still one GEMM over all steps
     assert [e.op for e in plan.eqns if e.out.rows == 8 and not e.nofwd] == ["embed", "matmul", "affine"]
 
 
