@@ -36,10 +36,11 @@ def one_line(argv, expected, code=2):
 # image's, from exec on; rusage's maxrss would count the pages of the forked test runner).
 _PEAK = """
 import atexit, runpy, sys
+peak_file = sys.argv[1]
 def _peak():
     with open("/proc/self/status") as f:
         kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-    with open(sys.argv[1], "w") as f:
+    with open(peak_file, "w") as f:
         f.write(str(kb * 1024))
 atexit.register(_peak)
 path = sys.argv[2]
@@ -63,6 +64,7 @@ def measured(*argv, timeout=120):
         raise AssertionError(f"graphspec {' '.join(map(str, argv))} ran past {timeout} s")
     with open(peak_file) as f:
         peak = int(f.read() or 0)
+    assert peak > 0, f"graphspec {' '.join(map(str, argv))} did not report its peak memory"
     os.unlink(peak_file)
     return p.returncode, out, err, time.time() - t0, peak
 
