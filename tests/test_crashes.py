@@ -23,9 +23,10 @@ import crashes
 def test_kills_during_each_kind_of_write_then_resume_end_byte_identical(tmp_path):
     spec = crashes.tiny_spec(str(tmp_path))
     ref, cut = str(tmp_path / "ref"), str(tmp_path / "cut")
-    full = crashes.training_time(spec, ref)
-    # the random kill lands a fraction of the way through, whatever the machine's speed (a fixed
-    # 0.6 s missed a warm run that resumed at step 8 and finished first)
+    assert crashes.train(spec, ref) == 0                 # also compiles: the runs below start warm
+    full = crashes.training_time(spec, str(tmp_path / "warm"))
+    # the random kill lands a fraction of the way through a warm run, whatever the machine's speed
+    # (a fixed 0.6 s missed a warm run that resumed at step 8 and finished first)
     kills = [("point", "metrics.jsonl:torn:9"), ("point", "last.npz:renamed:2"), ("point", "gradnorm.npy:written:2"),
              ("point", "best.npz:written:1"), ("random", round(0.3 * full, 3)), ("point", "attention.npz:renamed:1")]
     landed = crashes.killed_run(spec, cut, kills, log=lambda *a: None)
