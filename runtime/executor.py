@@ -16,7 +16,7 @@ from graphspec.ops import REGISTRY
 from graphspec.plan import Plan
 
 from . import interp
-from .codegen import kernels_for
+from .codegen import kernels_for, warm
 from .jit import jit
 from .optim import Support
 
@@ -81,6 +81,7 @@ class Executor:
     contiguous block in place."""
 
     def __init__(self, plan: Plan, dtype=np.float32):
+        warm(plan.eqns, dtype)            # before the kernel's threads start: it forks
         if any(e.op == "pack" for e in plan.eqns):
             _start_threads()
         self.plan, self.dtype = plan, np.dtype(dtype)

@@ -1,10 +1,16 @@
 """Every registry op: forward against a NumPy reference written from the equations, and a
 float64 finite-difference check of its backward, generated from the registry."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from graphspec.ops import REGISTRY
 from runtime.kernels import KERNELS, missing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 rng = np.random.default_rng(0)
 R, B, S, C, V = 6, 2, 3, 4, 7
@@ -332,3 +338,52 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
             want = np.zeros_like(x)
             want[:, W:2 * W] = ref[k]
         np.testing.assert_allclose(grads[k], want, err_msg=f"{name} input {k}", **tol)
+
+
+
+_COLD = """
+import json
+import numpy as np
+import graphspec
+from runtime import codegen
+from runtime.model import Model
+from runtime.train import bind_dims, make_task, make_tables
+compiled = []
+warm = codegen.warm
+codegen.warm = lambda eqns, dtype: compiled.append(warm(eqns, dtype)) or compiled[-1]
+import runtime.executor
+runtime.executor.warm = codegen.warm
+g = graphspec.load("specs/elman.yaml")
+task = make_task(g)
+bind = bind_dims(g, task)
+m = Model("specs/elman.yaml", bind=bind, tables=make_tables(graphspec.load("specs/elman.yaml", bind=bind), task))
+loss = m.forward(task.batch("train", 4, 0, 0), seed=0)
+m.backward()
+print([compiled, len(codegen._modules), loss, float(np.abs(m.current.G[:m.nlearn]).sum())])
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="warm() compiles in parallel only with 2+ cores")
+def test_a_cold_cache_compiles_across_processes_then_loads(tmp_path):
+    """On an empty cache the executor's modules compile in forked workers (a cold first run waits
+    for ~20 modules in turn otherwise); it then loads them from numba's cache and computes the same
+    loss and gradient, bit for bit, as this suite's process with its own cache."""
+    def run(name, **env):
+        out = subprocess.run([sys.executable, "-c", _COLD], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                             env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / name), **env))
+        assert out.returncode == 0, out.stderr
+        return eval(out.stdout.splitlines()[-1])
+    warmed, loaded, loss, gsum = run("parallel")
+    assert warmed[0] >= 2 and loaded >= warmed[0]        # the workers compiled, this process loaded
+    import graphspec
+    from runtime.model import Model
+    from runtime.train import bind_dims, make_task, make_tables
+    g = graphspec.load("specs/elman.yaml")
+    task = make_task(g)
+    bind = bind_dims(g, task)
+    m = Model("specs/elman.yaml", bind=bind, tables=make_tables(graphspec.load("specs/elman.yaml", bind=bind), task))
+    assert m.forward(task.batch("train", 4, 0, 0), seed=0) == loss            # this suite's own cache
+    m.backward()
+    assert float(np.abs(m.current.G[:m.nlearn]).sum()) == gsum
+    again = run("parallel")                          # the same cache: nothing to compile
+    assert again[0] == [0] and again[2:] == [loss, gsum]
