@@ -71,6 +71,9 @@ def dim_vocabs(g, task) -> dict:
             key = "tgt_vocab" if "tgt_vocab" in have else "vocab"
         else:
             raise UserError(f"dim {k} is 'data' but the task binds only V, V_src and V_tgt")
+        if key not in have:
+            raise UserError(f"dim {k} is 'data' (a vocabulary's size) but task {task.name} has no vocabulary "
+                            f"(it feeds real values)")
         out[k] = have[key]
     return out
 

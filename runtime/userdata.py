@@ -43,11 +43,46 @@ class Pairs(Task):
         return max(1, len(self.splits["train"]) // B)
 
 
+def model_kind(g) -> str:
+    """Which data file a model can train on, from its inputs: 'pairs' (an encoder-decoder: token
+    inputs on two axes), 'text' (a language model: token input and target on one axis), 'words'
+    (word vectors: token inputs, no axis), or '' (real values or labels: built-in tasks only)."""
+    ins = [n for n in g.nodes.values() if n.op == "input" and n.attrs.get("kind") in ("tokens", "real", "label")]
+    axes = {n.axis for n in ins if n.axis}
+    if any(n.attrs["kind"] != "tokens" for n in ins):
+        return ""
+    if len(axes) == 2:
+        return "pairs"
+    if len(axes) == 1 and all(n.axis for n in ins) and any(n.attrs["target"] for n in ins):
+        return "text"
+    return "words" if not axes else ""
+
+
+# what each kind of model is, and the data file it takes
+KINDS = {"pairs": ("an encoder-decoder (token inputs on two axes)", "a TSV of source<TAB>target pairs"),
+         "text": ("a language model (tokens in and out on one axis)", "plain text"),
+         "words": ("a word-vector model (tokens, no time axis)", "plain text"),
+         "": ("a model of real values or labels", "a built-in task (--task NAME)")}
+
+
+def _check_kind(path: str, g, data: str):
+    kind = model_kind(g)
+    fits = {"pairs": ("pairs",), "text": ("text", "words")}[data]
+    if kind in fits:
+        return
+    spec = getattr(getattr(g, "source", None), "file", g.name)
+    what = "holds source<TAB>target pairs" if data == "pairs" else "is plain text (no tabs in its first lines)"
+    model, needs = KINDS[kind]
+    raise DataError(f"--data {path} {what}, but {spec} is {model}: train it on {needs}")
+
+
 def user_task(path: str, g, cfg: dict) -> Task:
     from .data import read_text
     text = read_text(path)
     if any("\t" in line for line in text[:1 << 16].splitlines()[:5]):
+        _check_kind(path, g, "pairs")
         return Pairs(path, max_len=cfg.get("max_len"))
+    _check_kind(path, g, "text")
     text = "\n".join(text.splitlines()) + "\n"
     has_axis = any(n.op == "input" and n.axis for n in g.nodes.values())
     if has_axis:

@@ -1,0 +1,38 @@
+"""Wrong input outside the spec (data files, checkpoints, flags, pictures' names) fails in one
+line with exit 2, saying what would be right; never an internal error, never trained on silently.
+Spec errors are tests/test_bad_specs.py's."""
+import pytest
+
+from conftest import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    (d / "pairs.tsv").write_text("".join(f"{w}\t{w[::-1]}\n" for w in ("abc", "bcad", "cadb", "dabca") * 10))
+    (d / "text.txt").write_text("the cat sat on the mat and the dog ran off\n" * 40)
+    return d
+
+
+@pytest.mark.parametrize("spec, file, expected", [
+    ("elman", "pairs.tsv", "holds source<TAB>target pairs, but specs/elman.yaml is a language model (tokens in "
+                           "and out on one axis): train it on plain text"),
+    ("seq2seq_attention", "text.txt", "is plain text (no tabs in its first lines), but specs/seq2seq_attention.yaml "
+                                      "is an encoder-decoder (token inputs on two axes): train it on a TSV of "
+                                      "source<TAB>target pairs"),
+    ("w2v_cbow_hs", "pairs.tsv", "holds source<TAB>target pairs, but specs/w2v_cbow_hs.yaml is a word-vector model "
+                                 "(tokens, no time axis): train it on plain text"),
+    ("lstm", "text.txt", "is plain text (no tabs in its first lines), but specs/lstm.yaml is a model of real values "
+                         "or labels: train it on a built-in task (--task NAME)"),
+])
+def test_a_data_file_of_the_wrong_kind_is_refused(data, tmp_path, spec, file, expected):
+    code, out, err = main("train", f"specs/{spec}.yaml", "--data", data / file, "--out", tmp_path / "run", "--quiet")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"graphspec: --data {data / file} {expected}"]
+
+
+def test_a_task_without_a_vocabulary_for_a_model_that_needs_one(tmp_path):
+    code, out, err = main("train", "specs/elman.yaml", "--task", "adding", "--out", tmp_path / "run", "--quiet")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["graphspec: dim V is 'data' (a vocabulary's size) but task adding has no vocabulary "
+                                "(it feeds real values)"]
