@@ -35,10 +35,15 @@ class Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- front-end verbs
 def cmd_validate(args):
     import graphspec
+    try:
+        from runtime.userdata import check_data     # the data section against the built-in tasks
+    except ImportError:
+        check_data = lambda g: None  # noqa: E731
     bad = 0
     for path in args.specs:
         try:
             g = graphspec.load(path)
+            check_data(g)
         except graphspec.SpecError as e:
             print(e, file=sys.stderr)
             bad += 1

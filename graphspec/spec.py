@@ -6,6 +6,7 @@ from typing import Optional
 from .graph import Graph, check_cycles, infer
 from .lang import Builder
 from .loader import Located, load_file, load_text
+from .passes.analysis import loops
 from .schema import check_spec
 
 
@@ -36,5 +37,6 @@ def load(path: str, text: Optional[str] = None, mode: str = "train",
     g = Builder(doc, mode=mode, bind=bind).build()
     check_cycles(g)         # first: an undelayed cycle also leaves its sizes uninferable
     infer(g)
+    loops(g)                # a recurrence reading both t-k and t+k: validate says so, not compile
     g.source = doc
     return g

@@ -316,6 +316,8 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
     B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
+    if not model.nlearn or not g.losses:
+        raise UserError(f"{spec}: nothing to train: {'no loss' if not g.losses else 'every param is learn: false'}")
     check_batch_fits(model, task, B, seed)
     if not resume:                  # params declared init: {file: ...}
         from .export.word2vec import apply_pretrained

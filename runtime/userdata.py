@@ -4,7 +4,7 @@ examples (or of the text) is the validation split."""
 from __future__ import annotations
 
 from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch
-from .tasks import CharLM, Task, Words, rng_for
+from .tasks import TASKS, CharLM, Task, Words, rng_for
 
 
 class Pairs(Task):
@@ -98,3 +98,31 @@ def user_task(path: str, g, cfg: dict) -> Task:
                         f"use more text or a smaller min_count")
     return task
 
+
+
+def check_data(g):
+    """The spec's data section against the task table, at file:line:col (graphspec validate):
+    an unknown task or parameter would otherwise pass validate and fail only at train."""
+    from graphspec.errors import Problems, did_you_mean
+    doc, data = g.source, g.data or {}
+    probs = Problems()
+    name = data.get("task")
+    if name is None:
+        return
+    cls = TASKS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        probs.add(doc.where(("data", "task")), f"unknown task {name!r}{did_you_mean(str(name), TASKS)} "
+                                               f"(tasks: {', '.join(sorted(TASKS))})")
+        probs.raise_if_any()
+    probe = cls.__new__(cls)        # the class's parameter checks, without building its data
+    for k, v in data.items():
+        if k == "task":
+            continue
+        try:
+            if k not in cls.params:
+                raise ValueError(f"task {name} has no parameter '{k}'{did_you_mean(k, cls.params)} "
+                                 f"(parameters: {', '.join(sorted(cls.params)) or 'none'})")
+            probe._check_param(k, v)
+        except ValueError as e:
+            probs.add(doc.key_loc(("data", k)) if k not in cls.params else doc.where(("data", k)), str(e))
+    probs.raise_if_any()

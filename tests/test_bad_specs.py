@@ -348,6 +348,32 @@ CASES = [
         "tests/bad_specs/attention_without_all.yaml:14:8: node 'ctx' mixes steps of axes src and tgt; "
         "read across axes with last(x) or all(x)",
     ]),
+    ("delay_both_directions.yaml", [
+        "tests/bad_specs/delay_both_directions.yaml:16:27: h[t-1] and h[t+1] in one recurrence (a, h): a loop runs "
+        "one way, reading earlier steps or later ones; compute the other direction in nodes of its own "
+        "(as bidirectional(...) does)",
+    ]),
+    # ------------------------------------------------------------------ semantic: loss, target, data
+    ("no_loss.yaml", [
+        "tests/bad_specs/no_loss.yaml:12:1: the spec has learnable params but no loss: add one, e.g. "
+        "loss: cross_entropy(o, y) (tokens or labels) or loss: mse(o, y) (real values)",
+    ]),
+    ("target_unknown_metric.yaml", [
+        "tests/bad_specs/target_unknown_metric.yaml:22:81: unknown key 'perplexity' in train/target "
+        "(allowed: loss, ppl, acc, seq_acc, mse, neighbours, free_acc, free_seq_acc)",
+    ]),
+    ("target_metric_not_reported.yaml", [
+        "tests/bad_specs/target_metric_not_reported.yaml:22:81: target mse: this spec's loss (cross_entropy) "
+        "reports loss, ppl, acc, seq_acc",
+    ]),
+    ("data_unknown_task.yaml", [
+        "tests/bad_specs/data_unknown_task.yaml:3:14: unknown task 'charml'; did you mean 'charlm'? (tasks: adding, "
+        "addition, bits, charlm, copy, copy_memory, dates, neighbours, parity, reverse, sort, words)",
+    ]),
+    ("data_unknown_task_param.yaml", [
+        "tests/bad_specs/data_unknown_task_param.yaml:3:22: task charlm has no parameter 'lenght'; did you mean "
+        "'length'? (parameters: length, min_count)",
+    ]),
     # ------------------------------------------------------------------ user block files
     ("block_file_missing.yaml", [
         "tests/bad_specs/block_file_missing.yaml:3:10: block file 'blocks/nope.yaml' not found "
