@@ -61,8 +61,9 @@ CASES = [
     ("yaml_not_utf8.yaml", [
         "tests/bad_specs/yaml_not_utf8.yaml:1:1: not UTF-8 text (byte 102)",
     ]),
-    ("yaml_flow_comma.yaml", [
-        "tests/bad_specs/yaml_flow_comma.yaml:11:39: unknown key '0.1)' in params/b (allowed: shape, init, learn)",
+    ("yaml_flow_unclosed.yaml", [
+        "tests/bad_specs/yaml_flow_unclosed.yaml:11:25: 'uniform(-0.1, 0.1' does not close its brackets (inside {...} "
+        "a comma would end a plain value: quote it if the comma belongs to it)",
     ]),
     # ------------------------------------------------------------------ structural (JSON Schema)
     ("schema_missing_nodes.yaml", [
@@ -514,3 +515,20 @@ def test_several_files_at_once(cli):
     out = r.stdout.splitlines()
     assert len(out) == 1 and out[0].startswith("specs/elman.yaml: OK (")
     assert r.stderr.splitlines() == expected["undefined_name.yaml"] + expected["schema_several.yaml"]
+
+
+def test_a_call_with_commas_inside_flow_mappings_and_lists_reads_as_written(cli, tmp_path):
+    """{init: uniform(0, 1)} as the docs write it: YAML alone splits it at the comma (init
+    'uniform(0' and a key '1)'); the loader joins the pieces back from the file's text."""
+    from graphspec.loader import load_text
+    doc = load_text("name: m\nparams: {U: {shape: [H, D], init: uniform(-0.1,  0.1)}}\n"
+                    "loss: [cross_entropy(o, y, norm=1), mse(f(a, g(b, c)), y)]\n"
+                    "outputs: {p: leaky_relu(o, a=0.1), q: \"x\"}\nnodes: {h: x}\n")
+    assert doc.data["params"]["U"] == {"shape": ["H", "D"], "init": "uniform(-0.1,  0.1)"}
+    assert doc.data["loss"] == ["cross_entropy(o, y, norm=1)", "mse(f(a, g(b, c)), y)"]
+    assert doc.data["outputs"] == {"p": "leaky_relu(o, a=0.1)", "q": "x"}
+    assert str(doc.where(("loss", 1))) == "<string>:3:37"
+    spec = tmp_path / "flow.yaml"
+    spec.write_text(open(os.path.join(BAD, "yaml_flow_unclosed.yaml")).read().replace("0.1}", "0.1)}"))
+    r = cli("render", spec)
+    assert r.returncode == 0 and "    init: uniform(-0.1, 0.1)\n" in r.stdout
