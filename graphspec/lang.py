@@ -469,8 +469,16 @@ class Builder:
             raise SpecError.at(loc, "split(x, k) needs k names on the left: i, f, g, q: split(z, 4)")
         target = callable_ops().get(fn)
         if target is None:
+            hit = _lookup(scope, fn)
+            if isinstance(hit, Operand) and hit is not ZEROS:
+                what = "an input" if self.g.nodes.get(hit.node, Node("", "")).op == "input" else \
+                    "a param" if self.g.nodes.get(hit.node, Node("", "")).op == "param" else "a node"
+                args = ", ".join(E.unparse(a).strip("()").replace(" ", "") for a in e.args)
+                raise SpecError.at(loc, f"'{fn}' is {what}, not a function: a step is read with brackets, "
+                                        f"{fn}[{args or 't-1'}]")
             known = FUNCTIONS + sorted(self.blocks)
-            raise SpecError.at(loc, f"unknown function '{fn}'{did_you_mean(fn, known)}")
+            hint = did_you_mean(fn, known) or f" (functions: {', '.join(FUNCTIONS)}; blocks: {', '.join(sorted(self.blocks))})"
+            raise SpecError.at(loc, f"unknown function '{fn}'{hint}")
         return self._lower_call(e, target, scope, out)
 
     def _check_kwargs(self, e: E.Call, allowed, usage: str):

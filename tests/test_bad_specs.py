@@ -14,6 +14,9 @@ import glob
 import os
 
 import pytest
+import yaml
+
+from graphspec.lang import FUNCTIONS, STDLIB
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BAD = os.path.join(HERE, "bad_specs")
@@ -148,6 +151,15 @@ CASES = [
     ]),
     ("unknown_function.yaml", [
         "tests/bad_specs/unknown_function.yaml:16:6: unknown function 'tnah'; did you mean 'tanh'?",
+    ]),
+    ("unknown_function_far.yaml", [
+        "tests/bad_specs/unknown_function_far.yaml:17:6: unknown function 'mish' (functions: "
+        + ", ".join(FUNCTIONS) + "; blocks: " + ", ".join(sorted(
+            yaml.safe_load(open(os.path.join(STDLIB, f)))["block"] for f in os.listdir(STDLIB))) + ")",
+    ]),
+    ("node_called_like_a_function.yaml", [
+        "tests/bad_specs/node_called_like_a_function.yaml:16:14: 'h' is a node, not a function: a step is read "
+        "with brackets, h[t-1]",
     ]),
     ("output_unknown_function.yaml", [
         "tests/bad_specs/output_unknown_function.yaml:20:9: unknown function 'argmx'; did you mean 'argmax'?",
