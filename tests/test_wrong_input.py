@@ -36,3 +36,16 @@ def test_a_task_without_a_vocabulary_for_a_model_that_needs_one(tmp_path):
     assert (code, out) == (2, "")
     assert err.splitlines() == ["graphspec: dim V is 'data' (a vocabulary's size) but task adding has no vocabulary "
                                 "(it feeds real values)"]
+
+
+@pytest.mark.parametrize("files", [("best.npz", "last.npz"), ()])
+def test_a_run_directory_where_a_checkpoint_belongs(tmp_path, files):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in files:
+        (run / f).write_bytes(b"")
+    code, out, err = main("eval", run)
+    assert (code, out) == (2, "")
+    which = f"{run}/best.npz or {run}/last.npz" if files else \
+        f"a run directory holds best.npz and last.npz, {run} holds neither"
+    assert err.splitlines() == [f"graphspec: {run} is a directory; give a checkpoint file: {which}"]
