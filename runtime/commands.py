@@ -175,6 +175,8 @@ def cmd_predict(args):
     from .decode import beam_search
     model, task, meta = restore(args.ckpt)
     _needs("predict", args.ckpt, model, task, meta)
+    from .userdata import check_seen
+    check_seen(task, args.text, "predict")
     src_vocab = getattr(task, "src_vocab", None) or task.vocab
     tgt_vocab = getattr(task, "tgt_vocab", None) or task.vocab
     hyps = beam_search(model, src_vocab, tgt_vocab, args.text, beam=args.beam, max_len=args.max_len)
@@ -187,6 +189,8 @@ def cmd_generate(args):
     from .decode import sample_text
     model, task, meta = restore(args.ckpt)
     _needs("generate", args.ckpt, model, task, meta)
+    from .userdata import check_seen
+    check_seen(task, args.prompt, "generate --prompt", source=False)
     print(sample_text(model, task.vocab, args.prompt, args.length, args.temperature, args.seed))
     return 0
 

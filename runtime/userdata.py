@@ -126,3 +126,19 @@ def check_data(g):
         except ValueError as e:
             probs.add(doc.key_loc(("data", k)) if k not in cls.params else doc.where(("data", k)), str(e))
     probs.raise_if_any()
+
+
+def check_seen(task, text: str, what: str, source: bool = True):
+    """Characters a model never trained on would be read as <unk> (or, inside its vocabulary, as
+    a symbol its task never drew: the copy tasks' vocabulary is a-z, their strings a-l) and
+    decoded without a word: name them instead."""
+    from .data import RESERVED
+    vocab = (getattr(task, "src_vocab", None) if source else None) or task.vocab
+    drawn = getattr(task, "symbols", None) if source else None
+    known = drawn if isinstance(drawn, str) else "".join(t for t in vocab.itos[len(RESERVED):] if len(t) == 1)
+    unseen = "".join(dict.fromkeys(c for c in text if c not in known))
+    if unseen:
+        shown = known if len(known) <= 80 else known[:80] + "..."
+        raise DataError(f"{what}: the model never saw {', '.join(map(repr, unseen))} in training "
+                        f"(task {getattr(task, 'name', '') or 'data'} {'drew from' if isinstance(drawn, str) else 'knows'}: "
+                        f"{shown!r})")

@@ -49,3 +49,32 @@ def test_a_run_directory_where_a_checkpoint_belongs(tmp_path, files):
     which = f"{run}/best.npz or {run}/last.npz" if files else \
         f"a run directory holds best.npz and last.npz, {run} holds neither"
     assert err.splitlines() == [f"graphspec: {run} is a directory; give a checkpoint file: {which}"]
+
+
+@pytest.fixture(scope="module")
+def reverse_run(tmp_path_factory):
+    """seq2seq on the reverse task: a vocabulary of a-z, strings drawn from a-l."""
+    from conftest import spec_text
+    d = tmp_path_factory.mktemp("rev")
+    spec = d / "seq2seq.yaml"
+    spec.write_text(spec_text("seq2seq.yaml", ("D: 32, H: 128", "D: 4, H: 8"),
+                              ("batch: 64, steps: 3000", "batch: 4, steps: 2, eval_every: 2")))
+    code, _, err = main("train", spec, "--out", d / "run", "--quiet")
+    assert code == 0, err
+    return d / "run" / "best.npz"
+
+
+def test_predict_refuses_characters_the_task_never_drew(reverse_run):
+    code, out, err = main("predict", reverse_run, "abcxyz")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == ["graphspec: predict: the model never saw 'x', 'y', 'z' in training "
+                                "(task reverse drew from: 'abcdefghijkl')"]
+    code, out, err = main("predict", reverse_run, "abcl")
+    assert code == 0 and err == "" and len(out.splitlines()) == 1
+
+
+def test_generate_refuses_a_prompt_outside_the_vocabulary(tiny):
+    code, out, err = main("generate", tiny["run_elman"] / "best.npz", "--prompt", "def f(x): \u2603", "--length", "3")
+    assert (code, out) == (2, "")
+    assert err.startswith("graphspec: generate --prompt: the model never saw '\u2603' in training (task charlm knows: ")
+    assert len(err.splitlines()) == 1
