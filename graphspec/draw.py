@@ -1011,7 +1011,7 @@ def _draw(G, path: str, title: str = ""):
                ncol=ncol, borderaxespad=0.3, handlelength=1.6)
     ax.text(x0 + 0.1, y1 - 0.1, title or G.graph.get("title") or G.graph.get("name", ""), ha="left", va="top",
             fontsize=(FONT + 4) * scale, fontweight="bold", color="#17202a")
-    fig.savefig(path, dpi=110 if path.endswith(".png") else 72)
+    fig.savefig(path, dpi=110 if os.path.splitext(path)[1].lower() in RASTER else 72)
     plt.close(fig)
 
 
@@ -1025,14 +1025,20 @@ def _edges(G):
 
 
 # ---------------------------------------------------------------- entry points
+# What a picture may be written as: Graphviz's text, or what both `dot -T` and matplotlib write.
+RASTER = (".png", ".jpg", ".jpeg")
+FORMATS = (".svg", ".pdf") + RASTER + (".dot", ".gv")
+FORMAT_NAMES = ".svg, .pdf, .png, .jpg or .dot"
+
+
 def render(dot_or_graph, path: str, title: Optional[str] = None) -> str:
-    """Write a picture to path: .dot (the DOT text), .svg or .png (the system Graphviz `dot` when
+    """Write a picture to path: .dot (the DOT text), .svg, .pdf, .png or .jpg (the system Graphviz `dot` when
     it is on PATH, else our own layered layout drawn with matplotlib; also when `dot` fails).
     dot_or_graph: DOT text from folded_dot/unrolled_dot/to_dot, a graph from folded_graph/
     unrolled_graph, or a graphspec Graph (drawn folded). Returns path."""
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".dot", ".gv", ".svg", ".png"):
-        raise ValueError(f"cannot write {path}: use .svg, .png or .dot")
+    if ext not in FORMATS:
+        raise ValueError(f"cannot write {path}: use {FORMAT_NAMES}")
     if isinstance(dot_or_graph, Graph):
         dot_or_graph = folded_graph(dot_or_graph)
     if isinstance(dot_or_graph, str):
@@ -1090,8 +1096,8 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
     from .limits import check_picture, check_unroll
     from .spec import load
     n = unroll if unroll is not None else unroll_len
-    if os.path.splitext(out_path)[1].lower() not in (".dot", ".gv", ".svg", ".png"):
-        raise UserError(f"-o {out_path}: use a .svg, .png or .dot file name")
+    if os.path.splitext(out_path)[1].lower() not in FORMATS:
+        raise UserError(f"-o {out_path}: use a {FORMAT_NAMES} file name")
     if n:
         check_unroll(int(n))
     _check_writable(out_path)

@@ -84,7 +84,7 @@ def register(sub):
 
     s = sub.add_parser("viz", help="draw the folded graph, or the unrolled one with --unroll N")
     s.add_argument("spec")
-    s.add_argument("-o", "--output", required=True, help="out.svg | out.png | out.dot")
+    s.add_argument("-o", "--output", required=True, help="out.svg | .pdf | .png | .jpg | .dot")
     s.add_argument("--unroll", type=flags.number(int, 1, MAX_UNROLL), help="steps per axis to unroll")
     s.set_defaults(fn=cmd_viz)
 

@@ -246,8 +246,11 @@ def test_render_without_graphviz_draws_with_matplotlib(tmp_path, monkeypatch):
     assert b"<svg" in (tmp_path / "u.svg").read_bytes()[:2000]
     draw.render(draw.folded_dot(g), str(tmp_path / "f.dot"))
     assert (tmp_path / "f.dot").read_text() == draw.folded_dot(g)
-    with pytest.raises(ValueError):
-        draw.render(g, str(tmp_path / "f.jpg"))
+    for name, magic in (("f.jpg", b"\xff\xd8\xff"), ("f.JPEG", b"\xff\xd8\xff"), ("f.pdf", b"%PDF")):
+        draw.render(g, str(tmp_path / name))          # what matplotlib writes besides png and svg
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    with pytest.raises(ValueError, match=r"f.bmp: use .svg, .pdf, .png, .jpg or .dot$"):
+        draw.render(g, str(tmp_path / "f.bmp"))
 
 
 def test_render_uses_graphviz_when_present_and_falls_back_when_it_fails(tmp_path, monkeypatch):
