@@ -476,7 +476,7 @@ def test_too_big_to_build_still_validates(cli, name):
 
 def test_compile_reports_the_same_errors_as_validate(cli):
     expected = dict(CASES)
-    for name in ("cycle_two.yaml", "schema_unknown_top_key.yaml"):
+    for name in ("cycle_two.yaml", "schema_unknown_top_key.yaml", "no_loss.yaml"):
         r = cli("compile", f"tests/bad_specs/{name}")
         assert (r.returncode, r.stdout) == (2, "")
         assert r.stderr.splitlines() == expected[name]

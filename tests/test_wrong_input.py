@@ -78,3 +78,17 @@ def test_generate_refuses_a_prompt_outside_the_vocabulary(tiny):
     assert (code, out) == (2, "")
     assert err.startswith("graphspec: generate --prompt: the model never saw '\u2603' in training (task charlm knows: ")
     assert len(err.splitlines()) == 1
+
+
+def test_train_refuses_a_spec_with_nothing_to_train(tmp_path):
+    """No loss is allowed only when no param learns (validate says so otherwise): such a spec
+    compiles and runs its outputs, but training it would change nothing."""
+    spec = tmp_path / "fixed.yaml"
+    spec.write_text("name: fixed\ndata: {task: adding, length: 6}\ndims: {H: 4}\n"
+                    "inputs:\n  x: {real: 2, axis: t}\n  y: {real: 1, target: true}\n"
+                    "params:\n  U: {shape: [H, 2], learn: false}\n  V_o: {shape: [1, H], learn: false}\n"
+                    "nodes:\n  mu: 0.5 * mu[t-1] + tanh(U @ x)\n  p: V_o @ last(mu)\noutputs:\n  pred: p\n")
+    assert main("validate", spec)[0] == 0
+    code, out, err = main("train", spec, "--out", tmp_path / "run", "--quiet")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"graphspec: {spec}: nothing to train: no loss"]
