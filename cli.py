@@ -55,11 +55,8 @@ def cmd_validate(args):
 
 def _bind_for(g, args) -> dict:
     """Dims bound from data: a placeholder size lets compile run without the data."""
-    bind = flags.resolve_bind(getattr(args, "bind", None), g.dims)
-    for k, v in g.dims.items():
-        if isinstance(v, str) and k not in bind:
-            bind[k] = 64
-    return bind
+    from graphspec.spec import placeholders
+    return placeholders(g, flags.resolve_bind(getattr(args, "bind", None), g.dims))
 
 
 def cmd_compile(args):

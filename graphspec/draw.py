@@ -1088,13 +1088,13 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
         params: bool = True, blocks: Optional[bool] = None, masks: bool = False,
         unroll_len: Optional[int] = None) -> dict:
     """Draw a spec: the folded step graph when unroll is None, else the graph unrolled with every
-    axis at length `unroll`. Sizes the data fixes (dims declared `data`) are bound to 20 unless
-    `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
+    axis at length `unroll`. Sizes the data fixes (dims declared `data`) are bound to compile's
+    placeholder (spec.PLACEHOLDER) unless `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
     instance into its output node (default: yes unrolled, no folded); masks=True also draws the
     padding masks. Returns {"nodes": n, "edges": m} of the drawn graph."""
     from .errors import UserError
     from .limits import check_picture, check_unroll
-    from .spec import load
+    from .spec import load, placeholders
     n = unroll if unroll is not None else unroll_len
     if os.path.splitext(out_path)[1].lower() not in FORMATS:
         raise UserError(f"-o {out_path}: use a {FORMAT_NAMES} file name")
@@ -1102,8 +1102,7 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
         check_unroll(int(n))
     _check_writable(out_path)
     g0 = load(spec_path)
-    free = {k: 20 for k, v in g0.dims.items() if isinstance(v, str)}
-    free.update(bind or {})
+    free = placeholders(g0, bind)
     g = load(spec_path, bind=free) if free else g0
     if n:
         G = unrolled_graph(g, {a: int(n) for a in g.axes}, params=params,

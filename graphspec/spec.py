@@ -16,6 +16,18 @@ TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 0.003, "schedule": "constant", "dec
                   "eval_every": 100, "len": {}, "target": {}}
 
 
+# The size a dim declared `data` is shown at when no data binds it (compile, viz): one number,
+# so the two agree (README: "dims from data, shown at a placeholder").
+PLACEHOLDER = 64
+
+
+def placeholders(g, bind: Optional[dict] = None) -> dict:
+    """bind, with every dim still waiting for data at PLACEHOLDER."""
+    out = {k: PLACEHOLDER for k, v in g.dims.items() if isinstance(v, str)}
+    out.update(bind or {})
+    return out
+
+
 def train_config(g) -> dict:
     cfg = dict(TRAIN_DEFAULTS)
     cfg.update(g.train or {})

@@ -400,3 +400,12 @@ def test_gradient_heatmap_stops_where_the_padding_starts():
     norms[0, :49] = np.nan                      # one row reached only t=49: the steps up to it stay
     assert plots.unpadded(norms).shape == (3, 50)
     assert plots.unpadded(np.full((2, 4), np.nan)).shape == (2, 4)
+
+
+def test_viz_and_compile_show_data_dims_at_the_same_placeholder(tmp_path):
+    from conftest import main
+    code, out, _ = main("compile", "specs/elman.yaml")
+    assert code == 0 and "  dims from data, shown at a placeholder: V=64\n" in out
+    assert "    V_o                            64x128\n" in out
+    draw.viz("specs/elman.yaml", str(tmp_path / "e.dot"))
+    assert 'label="V_o\\n64x128"' in (tmp_path / "e.dot").read_text()
