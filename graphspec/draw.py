@@ -1025,6 +1025,8 @@ def _edges(G):
 
 
 # ---------------------------------------------------------------- entry points
+WIDE_UNROLL = 16          # steps side by side beyond which an unrolled picture is a strip (~110 px a step)
+
 # What a picture may be written as: Graphviz's text, or what both `dot -T` and matplotlib write.
 RASTER = (".png", ".jpg", ".jpeg")
 FORMATS = (".svg", ".pdf") + RASTER + (".dot", ".gv")
@@ -1117,4 +1119,8 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
         render(G, out_path, title)
     except OSError as e:
         raise UserError(f"-o {out_path}: cannot write it: {e.strerror or e}") from None
-    return {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}
+    out = {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}
+    if n and int(n) > WIDE_UNROLL and g.axes:
+        out["note"] = (f"--unroll {n} draws all {n} steps side by side, a strip too wide to read; "
+                       f"every step repeats one pattern: --unroll {WIDE_UNROLL // 2} shows it")
+    return out

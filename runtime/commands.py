@@ -238,6 +238,8 @@ def cmd_viz(args):
     from graphspec.draw import viz
     counts = viz(args.spec, args.output, unroll=args.unroll)
     print(f"wrote {args.output} ({counts['nodes']} nodes, {counts['edges']} edges)")
+    if "note" in counts:
+        print(f"graphspec: note: {counts['note']}", file=sys.stderr)
     return 0
 
 

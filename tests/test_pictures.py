@@ -409,3 +409,13 @@ def test_viz_and_compile_show_data_dims_at_the_same_placeholder(tmp_path):
     assert "    V_o                            64x128\n" in out
     draw.viz("specs/elman.yaml", str(tmp_path / "e.dot"))
     assert 'label="V_o\\n64x128"' in (tmp_path / "e.dot").read_text()
+
+
+def test_a_wide_unrolled_strip_is_said(tmp_path):
+    from conftest import main
+    code, out, err = main("viz", "specs/elman.yaml", "--unroll", "17", "-o", tmp_path / "u.dot")
+    assert code == 0 and out.startswith(f"wrote {tmp_path / 'u.dot'} (")
+    assert err.splitlines() == ["graphspec: note: --unroll 17 draws all 17 steps side by side, a strip too wide "
+                                "to read; every step repeats one pattern: --unroll 8 shows it"]
+    code, out, err = main("viz", "specs/elman.yaml", "--unroll", "16", "-o", tmp_path / "u.dot")
+    assert (code, err) == (0, "")
