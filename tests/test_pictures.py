@@ -419,3 +419,17 @@ def test_a_wide_unrolled_strip_is_said(tmp_path):
                                 "to read; every step repeats one pattern: --unroll 8 shows it"]
     code, out, err = main("viz", "specs/elman.yaml", "--unroll", "16", "-o", tmp_path / "u.dot")
     assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize("spec", ["specs/lstm.yaml", "specs/gru.yaml", "specs/elman.yaml",
+                                  "specs/seq2seq_attention.yaml", "specs/bilstm_concat.yaml"])
+def test_folded_edge_labels_sit_on_no_node(spec, tmp_path):
+    """Each edge label goes to a spot along (or beside) its edge that no node box covers: on
+    gru's folded graph the middle of h.h -> h.c put 't-1 f[128]' on h.a_n."""
+    g = graphspec.load(spec, bind={k: 20 for k in ("V", "V_src", "V_tgt")})
+    G = draw.folded_graph(g)
+    draw._draw(G, str(tmp_path / "f.png"))
+    spots = G.graph["label_spots"]
+    assert spots.labels
+    hits = [(r, n) for r in spots.labels for n in spots.nodes if draw._overlap(r, n) > 0]
+    assert hits == []
