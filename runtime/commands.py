@@ -208,9 +208,24 @@ def cmd_neighbors(args):
         rows = analogy(model, vocab, *args.analogy, k=args.k)
     else:
         rows = neighbors(model, vocab, args.word, k=args.k)
+    import numpy as np
+    base = random_pair_cosines(model)
+    # trained vectors share a common direction: random pairs of words can average a cosine of 0.95,
+    # so a cosine alone says little; its rank among random pairs says how near a neighbour is
+    print(f"graphspec: word, cosine, and the share of random pairs of words with a lower cosine (their "
+          f"median is {np.median(base):.3f})", file=sys.stderr)
     for w, s in rows:
-        print(f"{w}\t{s:.3f}")
+        print(f"{w}\t{s:.3f}\t{100 * np.searchsorted(base, s) / len(base):.1f}%")
     return 0
+
+
+def random_pair_cosines(model, pairs: int = 20_000):
+    """The sorted cosines of random pairs of distinct words (seeded: the same every run)."""
+    import numpy as np
+    from .decode import _unit_rows, embedding_matrix
+    U = _unit_rows(embedding_matrix(model))[4:]          # the reserved rows are no words
+    i, j = np.random.default_rng(0).integers(0, len(U), (2, pairs))
+    return np.sort((U[i[i != j]] * U[j[i != j]]).sum(axis=1))
 
 
 def cmd_export(args):

@@ -92,3 +92,26 @@ def test_train_refuses_a_spec_with_nothing_to_train(tmp_path):
     code, out, err = main("train", spec, "--out", tmp_path / "run", "--quiet")
     assert (code, out) == (2, "")
     assert err.splitlines() == [f"graphspec: {spec}: nothing to train: no loss"]
+
+
+def test_neighbors_rank_each_cosine_among_random_pairs(tiny):
+    """A cosine of 0.95 means little where random pairs average 0.95: each neighbour's cosine
+    comes with the share of random pairs of words (20,000, seeded) below it."""
+    import numpy as np
+    from runtime.commands import random_pair_cosines, restore
+    from runtime.decode import _unit_rows, embedding_matrix
+    ckpt = tiny["run_elman"] / "best.npz"
+    code, out, err = main("neighbors", ckpt, "e", "-k", "3")
+    assert code == 0
+    model, task, _ = restore(str(ckpt))
+    base = random_pair_cosines(model)
+    assert err.splitlines() == ["graphspec: word, cosine, and the share of random pairs of words with a lower cosine "
+                                f"(their median is {np.median(base):.3f})"]
+    U = _unit_rows(embedding_matrix(model))
+    cos = U @ U[task.vocab.stoi["e"]]
+    rows = [ln.split("\t") for ln in out.splitlines()]
+    assert len(rows) == 3
+    for w, c, pct in rows:
+        want = cos[task.vocab.stoi[w]]
+        assert c == f"{want:.3f}"
+        assert pct == f"{100 * np.mean(base < want):.1f}%"
