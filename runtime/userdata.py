@@ -99,7 +99,6 @@ def user_task(path: str, g, cfg: dict) -> Task:
     return task
 
 
-
 def check_data(g):
     """The spec's data section against the task table, at file:line:col (graphspec validate):
     an unknown task or parameter would otherwise pass validate and fail only at train."""
@@ -135,10 +134,13 @@ def check_seen(task, text: str, what: str, source: bool = True):
     from .data import RESERVED
     vocab = (getattr(task, "src_vocab", None) if source else None) or task.vocab
     drawn = getattr(task, "symbols", None) if source else None
-    known = drawn if isinstance(drawn, str) else "".join(t for t in vocab.itos[len(RESERVED):] if len(t) == 1)
-    unseen = "".join(dict.fromkeys(c for c in text if c not in known))
+    tokens = vocab.itos[len(RESERVED):]
+    words = any(len(t) > 1 for t in tokens)             # a word vocabulary: the text's words are its tokens
+    known = set(drawn if isinstance(drawn, str) else tokens)
+    unseen = list(dict.fromkeys(t for t in (text.split() if words else text) if t not in known))
     if unseen:
-        shown = known if len(known) <= 80 else known[:80] + "..."
-        raise DataError(f"{what}: the model never saw {', '.join(map(repr, unseen))} in training "
+        shown = "".join(sorted(known)) if not words else " ".join(tokens[:20])
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        raise DataError(f"{what}: the model never saw {', '.join(map(repr, unseen[:20]))} in training "
                         f"(task {getattr(task, 'name', '') or 'data'} {'drew from' if isinstance(drawn, str) else 'knows'}: "
                         f"{shown!r})")
