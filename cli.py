@@ -35,10 +35,15 @@ class Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- front-end verbs
 def cmd_validate(args):
     import graphspec
+    try:
+        from runtime.userdata import check_data     # the data section against the built-in tasks
+    except ImportError:
+        check_data = lambda g: None  # noqa: E731
     bad = 0
     for path in args.specs:
         try:
             g = graphspec.load(path)
+            check_data(g)
         except graphspec.SpecError as e:
             print(e, file=sys.stderr)
             bad += 1
@@ -50,11 +55,8 @@ def cmd_validate(args):
 
 def _bind_for(g, args) -> dict:
     """Dims bound from data: a placeholder size lets compile run without the data."""
-    bind = flags.resolve_bind(getattr(args, "bind", None), g.dims)
-    for k, v in g.dims.items():
-        if isinstance(v, str) and k not in bind:
-            bind[k] = 64
-    return bind
+    from graphspec.spec import placeholders
+    return placeholders(g, flags.resolve_bind(getattr(args, "bind", None), g.dims))
 
 
 def cmd_compile(args):

@@ -797,6 +797,57 @@ def _arc_mid(p, q, rad):
     return (p[0] + q[0]) / 2 + 0.5 * rad * dy, (p[1] + q[1]) / 2 - 0.5 * rad * dx
 
 
+def _arc_at(p, q, rad, t):
+    """The point at parameter t of matplotlib's arc3 curve from p to q (a quadratic Bezier)."""
+    dx, dy = q[0] - p[0], q[1] - p[1]
+    c = ((p[0] + q[0]) / 2 + rad * dy, (p[1] + q[1]) / 2 - rad * dx)
+    a, b, e = (1 - t) ** 2, 2 * t * (1 - t), t * t
+    return a * p[0] + b * c[0] + e * q[0], a * p[1] + b * c[1] + e * q[1]
+
+
+def _overlap(r, o) -> float:
+    return max(0.0, min(r[2], o[2]) - max(r[0], o[0])) * max(0.0, min(r[3], o[3]) - max(r[1], o[1]))
+
+
+class _LabelSpots:
+    """Where an edge's label goes: the point along its curve, nearest the middle, whose text box
+    covers no node (and the least of the labels already placed); the middle itself when nothing
+    is free. Sizes are in the drawing's units (inches before scaling)."""
+
+    TRIES = (0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.2, 0.8, 0.14, 0.86)
+
+    def __init__(self, pos, boxes):
+        self.nodes = [(x - boxes[n][0] / 2, y - boxes[n][1] / 2, x + boxes[n][0] / 2, y + boxes[n][1] / 2)
+                      for n, (x, y) in pos.items()]
+        self.placed = []          # what labels keep off: labels placed, delay loops
+        self.labels = []
+
+    def spot(self, p, q, rad, text, size, needed=True):
+        """(x, y) for the label; None, placing nothing, when every spot covers a node and the
+        label is not needed (a shape the nodes' own sizes already say)."""
+        lines = text.split("\n")
+        w = max(map(len, lines)) * 0.6 * size / 72 + 0.05
+        h = len(lines) * 1.3 * size / 72 + 0.04
+        best = None
+        # on the curve first; then beside it (a short edge between close nodes has no room on it)
+        tries = [(t, 0, 0) for t in self.TRIES] + [(t, m * sx, m * sy) for m in (1, 2, 3) for t in self.TRIES
+                                                   for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+        for t, sx, sy in tries:
+            x, y = _arc_at(p, q, rad, t)
+            x, y = x + sx * (w / 2 + 0.03), y + sy * (h / 2 + 0.03)
+            r = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+            cost = 10 * sum(_overlap(r, o) for o in self.nodes) + 5 * sum(_overlap(r, o) for o in self.placed)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, x, y, r)
+            if cost == 0:
+                break
+        if not needed and any(_overlap(best[3], o) > 0 for o in self.nodes):
+            return None
+        self.placed.append(best[3])
+        self.labels.append(best[3])
+        return best[1], best[2]
+
+
 def _draw(G, path: str, title: str = ""):
     import matplotlib
     matplotlib.use("Agg")
@@ -889,6 +940,17 @@ def _draw(G, path: str, title: str = ""):
     pcolor = {p: PARAM_PALETTE[i % len(PARAM_PALETTE)]
               for i, p in enumerate(n for n, d in G.nodes(data=True) if d["kind"] == "param")}
     labelled = set()
+    spots = _LabelSpots(pos, boxes)
+    G.graph["label_spots"] = spots          # for tests: where the edge labels went
+    seen_loops = defaultdict(int)
+    for u, v, k, d in _edges(G):
+        if u == v:                     # a delay loop and its labels (drawn below): labels keep off them
+            i = seen_loops[u]
+            seen_loops[u] += 1
+            (ux, uy), (w, h) = pos[u], boxes[u]
+            r, sgn = 0.3 + 0.12 * (i // 2), 1 if i % 2 == 0 else -1
+            far = ux + sgn * (w / 2 + r * 0.75 + 0.4)
+            spots.placed.append((min(ux, far), uy - h * 0.25 - r * 0.6, max(ux, far), uy + h * 0.25 + r * 0.6))
     occupied = defaultdict(set)            # unrolled: rows used in each column
     if unrolled:
         for n, c in info["col"].items():
@@ -973,14 +1035,19 @@ def _draw(G, path: str, title: str = ""):
         if kind == "delay":            # a back-edge: an arc that stands clear of a short straight path
             rad = min(1.2, max(0.45, 0.6 / max(math.hypot(q[0] - p[0], q[1] - p[1]), 1e-6)))
             arrow(p, q, color, lw=1.3, rad=rad)
-            label(*_arc_mid(p, q, rad), tag + (f"\n{shape}" if shape else ""), color, FONT - 1)
+            for text in dict.fromkeys((tag + (f"\n{shape}" if shape else ""), tag)):   # the shape if it fits
+                at = spots.spot(p, q, rad, text, FONT - 1, needed=text == tag)
+                if at:
+                    label(*at, text, color, FONT - 1)
+                    break
             continue
         dashed = kind in ("cross", "init")
         rad = 0.12 if abs(uy - vy) > ROW * 1.5 else 0.0
         arrow(p, q, color, lw=0.8, ls="--" if dashed else "-", rad=rad)
         text = (tag + " " if tag else "") + shape
-        if text and not unrolled:
-            label(*_arc_mid(p, q, rad), text, color if dashed else "#555555")
+        at = spots.spot(p, q, rad, text, FONT - 1.5, needed=bool(tag)) if text and not unrolled else None
+        if at:
+            label(*at, text, color if dashed else "#555555")
     # nodes
     for n, d in G.nodes(data=True):
         x, y = pos[n]
@@ -1011,7 +1078,7 @@ def _draw(G, path: str, title: str = ""):
                ncol=ncol, borderaxespad=0.3, handlelength=1.6)
     ax.text(x0 + 0.1, y1 - 0.1, title or G.graph.get("title") or G.graph.get("name", ""), ha="left", va="top",
             fontsize=(FONT + 4) * scale, fontweight="bold", color="#17202a")
-    fig.savefig(path, dpi=110 if path.endswith(".png") else 72)
+    fig.savefig(path, dpi=110 if os.path.splitext(path)[1].lower() in RASTER else 72)
     plt.close(fig)
 
 
@@ -1025,14 +1092,22 @@ def _edges(G):
 
 
 # ---------------------------------------------------------------- entry points
+WIDE_UNROLL = 16          # steps side by side beyond which an unrolled picture is a strip (~110 px a step)
+
+# What a picture may be written as: Graphviz's text, or what both `dot -T` and matplotlib write.
+RASTER = (".png", ".jpg", ".jpeg")
+FORMATS = (".svg", ".pdf") + RASTER + (".dot", ".gv")
+FORMAT_NAMES = ".svg, .pdf, .png, .jpg or .dot"
+
+
 def render(dot_or_graph, path: str, title: Optional[str] = None) -> str:
-    """Write a picture to path: .dot (the DOT text), .svg or .png (the system Graphviz `dot` when
+    """Write a picture to path: .dot (the DOT text), .svg, .pdf, .png or .jpg (the system Graphviz `dot` when
     it is on PATH, else our own layered layout drawn with matplotlib; also when `dot` fails).
     dot_or_graph: DOT text from folded_dot/unrolled_dot/to_dot, a graph from folded_graph/
     unrolled_graph, or a graphspec Graph (drawn folded). Returns path."""
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".dot", ".gv", ".svg", ".png"):
-        raise ValueError(f"cannot write {path}: use .svg, .png or .dot")
+    if ext not in FORMATS:
+        raise ValueError(f"cannot write {path}: use {FORMAT_NAMES}")
     if isinstance(dot_or_graph, Graph):
         dot_or_graph = folded_graph(dot_or_graph)
     if isinstance(dot_or_graph, str):
@@ -1082,22 +1157,21 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
         params: bool = True, blocks: Optional[bool] = None, masks: bool = False,
         unroll_len: Optional[int] = None) -> dict:
     """Draw a spec: the folded step graph when unroll is None, else the graph unrolled with every
-    axis at length `unroll`. Sizes the data fixes (dims declared `data`) are bound to 20 unless
-    `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
+    axis at length `unroll`. Sizes the data fixes (dims declared `data`) are bound to compile's
+    placeholder (spec.PLACEHOLDER) unless `bind` says otherwise. params=False leaves the shared params out; blocks folds each block
     instance into its output node (default: yes unrolled, no folded); masks=True also draws the
     padding masks. Returns {"nodes": n, "edges": m} of the drawn graph."""
     from .errors import UserError
     from .limits import check_picture, check_unroll
-    from .spec import load
+    from .spec import load, placeholders
     n = unroll if unroll is not None else unroll_len
-    if os.path.splitext(out_path)[1].lower() not in (".dot", ".gv", ".svg", ".png"):
-        raise UserError(f"-o {out_path}: use a .svg, .png or .dot file name")
+    if os.path.splitext(out_path)[1].lower() not in FORMATS:
+        raise UserError(f"-o {out_path}: use a {FORMAT_NAMES} file name")
     if n:
         check_unroll(int(n))
     _check_writable(out_path)
     g0 = load(spec_path)
-    free = {k: 20 for k, v in g0.dims.items() if isinstance(v, str)}
-    free.update(bind or {})
+    free = placeholders(g0, bind)
     g = load(spec_path, bind=free) if free else g0
     if n:
         G = unrolled_graph(g, {a: int(n) for a in g.axes}, params=params,
@@ -1112,4 +1186,8 @@ def viz(spec_path: str, out_path: str, unroll: Optional[int] = None, bind: Optio
         render(G, out_path, title)
     except OSError as e:
         raise UserError(f"-o {out_path}: cannot write it: {e.strerror or e}") from None
-    return {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}
+    out = {"nodes": G.number_of_nodes(), "edges": G.number_of_edges()}
+    if n and int(n) > WIDE_UNROLL and g.axes:
+        out["note"] = (f"--unroll {n} draws all {n} steps side by side, a strip too wide to read; "
+                       f"every step repeats one pattern: --unroll {WIDE_UNROLL // 2} shows it")
+    return out

@@ -34,6 +34,13 @@ CONSTRUCT_KWARGS = {"teacher_forced": ("free", "sampling", "schedule"), "bidirec
                     "stack": ("layers",)}
 FUNCTIONS = sorted(set(callable_ops()) | set(CONSTRUCTS))
 
+# The metrics training reports, by the loss that yields them (train.target names one of them):
+# free_* when a decoder reads its targets through teacher_forced, neighbours from the word-vector task.
+METRICS_OF = {"cross_entropy": ("loss", "ppl", "acc", "seq_acc"), "mse": ("loss", "mse"),
+              "hsoftmax": ("loss", "neighbours"), "negsample": ("loss", "neighbours")}
+FREE_METRICS = ("free_acc", "free_seq_acc")
+METRICS = tuple(dict.fromkeys(m for ms in METRICS_OF.values() for m in ms)) + FREE_METRICS
+
 
 @dataclass
 class Block:
@@ -102,13 +109,34 @@ class Builder:
                 op = self._lower_expr(text, top, self.doc.where(path), f"loss{i if i else ''}")
                 if op is not None:
                     g.losses.append(op.node)
+        if losses is None and any(n.op == "param" and n.attrs["learn"] for n in g.nodes.values()):
+            # without one, training would run its steps on a loss of 0 and change nothing
+            self.probs.add(self.doc.key_loc(("nodes",)), "the spec has learnable params but no loss: add one, "
+                           "e.g. loss: cross_entropy(o, y) (tokens or labels) or loss: mse(o, y) (real values)")
         for name, text in (d.get("outputs") or {}).items():
             op = self._lower_expr(text, top, self.doc.where(("outputs", name)), f"out.{name}")
             if op is not None:
                 g.outputs[name] = op
+        self._check_target()
         self.probs.raise_if_any()
         self._resolve_aliases()
         return g
+
+    def _check_target(self):
+        """A target the run never reports would be ignored silently: name only the spec's metrics."""
+        ops = [self.g.nodes[n].op for n in self.g.losses if n in self.g.nodes]
+        if not ops:
+            return              # no loss: reported by itself
+        have = [m for op in ops for m in METRICS_OF.get(op, ())]
+        if "acc" in have and any(n.op == "input" and n.attrs.get("target") and n.init is not None
+                                 for n in self.g.nodes.values()):
+            have += FREE_METRICS
+        have = list(dict.fromkeys(have))
+        for k in (self.g.train.get("target") or {}):
+            if k in METRICS and k not in have:
+                self.probs.add(self.doc.key_loc(("train", "target", k)),
+                               f"target {k}: this spec's loss ({', '.join(ops)}) reports "
+                               f"{', '.join(have)}{did_you_mean(k, have)}")
 
     # ------------------------------------------------------------ sections
     def _dims(self, dims: dict) -> dict:
@@ -441,8 +469,16 @@ class Builder:
             raise SpecError.at(loc, "split(x, k) needs k names on the left: i, f, g, q: split(z, 4)")
         target = callable_ops().get(fn)
         if target is None:
+            hit = _lookup(scope, fn)
+            if isinstance(hit, Operand) and hit is not ZEROS:
+                what = "an input" if self.g.nodes.get(hit.node, Node("", "")).op == "input" else \
+                    "a param" if self.g.nodes.get(hit.node, Node("", "")).op == "param" else "a node"
+                args = ", ".join(E.unparse(a).strip("()").replace(" ", "") for a in e.args)
+                raise SpecError.at(loc, f"'{fn}' is {what}, not a function: a step is read with brackets, "
+                                        f"{fn}[{args or 't-1'}]")
             known = FUNCTIONS + sorted(self.blocks)
-            raise SpecError.at(loc, f"unknown function '{fn}'{did_you_mean(fn, known)}")
+            hint = did_you_mean(fn, known) or f" (functions: {', '.join(FUNCTIONS)}; blocks: {', '.join(sorted(self.blocks))})"
+            raise SpecError.at(loc, f"unknown function '{fn}'{hint}")
         return self._lower_call(e, target, scope, out)
 
     def _check_kwargs(self, e: E.Call, allowed, usage: str):

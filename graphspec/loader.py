@@ -137,7 +137,7 @@ def load_text(text: str, file: str = "<string>") -> Located:
                                           f"(mappings, lists, strings and numbers)")
         if isinstance(node, yaml.MappingNode):
             out = {}
-            for knode, vnode in node.value:
+            for knode, vnode in _rejoin_pairs(node, text, file):
                 if not isinstance(knode, yaml.ScalarNode):
                     raise SpecError.at(loc(knode), "a key must be a plain name, not a list or mapping")
                 if knode.tag and knode.tag not in PLAIN_TAGS:
@@ -155,7 +155,7 @@ def load_text(text: str, file: str = "<string>") -> Located:
                 out[key] = build(vnode, path + (key,), depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [build(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
+            return [build(v, path + (i,), depth + 1) for i, v in enumerate(_rejoin_items(node, text))]
         value = loader.construct_object(node)
         if isinstance(value, float) and not math.isfinite(value):
             raise SpecError.at(loc(node), f"{node.value} is not a finite number; every number in a spec is finite")
@@ -168,6 +168,74 @@ def load_text(text: str, file: str = "<string>") -> Located:
         return Located(_placeholder(root), locs, file, text)
     data = build(root, (), 0) if root is not None else None
     return Located(data, locs, file, text)
+
+
+# Inside {...} and [...] a comma ends a plain value, so {init: uniform(0, 1)} reads as init:
+# 'uniform(0' and a key '1)' with no value. A plain value left with an open bracket is joined
+# with the plain, valueless entries that follow until its brackets close: the text between is
+# taken from the file as written. Anything else (quoted, a key with a value, never closed) is
+# left as YAML reads it.
+def _is_plain(node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.style is None
+
+
+def _opens(node) -> int:
+    if not _is_plain(node):
+        return 0
+    return node.value.count("(") - node.value.count(")") + node.value.count("[") - node.value.count("]")
+
+
+def _joined(first, last, text: str):
+    raw = text[first.start_mark.index:last.end_mark.index]
+    return yaml.ScalarNode("tag:yaml.org,2002:str", raw, first.start_mark, last.end_mark, style=None)
+
+
+def _is_null(node) -> bool:
+    return _is_plain(node) and node.value == ""
+
+
+def _rejoin_pairs(node, text: str, file: str) -> list:
+    pairs = list(node.value)
+    if not node.flow_style:
+        return pairs
+    out, i = [], 0
+    while i < len(pairs):
+        k, v = pairs[i]
+        depth, j = _opens(v), i
+        while depth > 0 and j + 1 < len(pairs) and _is_plain(pairs[j + 1][0]) and _is_null(pairs[j + 1][1]):
+            j += 1
+            depth += _opens(pairs[j][0])
+        if j > i and depth == 0:
+            out.append((k, _joined(v, pairs[j][0], text)))
+            i = j + 1
+            continue
+        if j > i:
+            raw = _joined(v, pairs[j][0], text).value
+            raise SpecError.at(Loc(file, v.start_mark.line + 1, v.start_mark.column + 1),
+                               f"'{raw}' does not close its brackets (inside {{...}} a comma would end a plain "
+                               f"value: quote it if the comma belongs to it)")
+        out.append((k, v))
+        i += 1
+    return out
+
+
+def _rejoin_items(node, text: str) -> list:
+    items = list(node.value)
+    if not node.flow_style:
+        return items
+    out, i = [], 0
+    while i < len(items):
+        depth, j = _opens(items[i]), i
+        while depth > 0 and j + 1 < len(items) and _is_plain(items[j + 1]):
+            j += 1
+            depth += _opens(items[j])
+        if j > i and depth == 0:
+            out.append(_joined(items[i], items[j], text))
+            i = j + 1
+            continue
+        out.append(items[i])
+        i += 1
+    return out
 
 
 def load_file(path: str) -> Located:

@@ -24,6 +24,7 @@ _SIZE = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "minLen
 
 def build_schema() -> dict:
     from .lang import FUNCTIONS, INITS
+    from .lang import METRICS
     from .ops import OP_NAMES
     eq_doc = ("An equation, read once per time step: + - * / @, name[t-k] (delayed read), "
               "name[t+k] (backward in time), E[x] (row lookup), and calls of: " + ", ".join(FUNCTIONS)
@@ -72,7 +73,9 @@ def build_schema() -> dict:
                                                               "batch at rate lr (optimizer sgd, no clipping)"},
             "seed": {"type": "integer", "minimum": 0}, "eval_every": {"type": "integer", "minimum": 1},
             "len": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
-            "target": {"type": "object", "description": "the metric this spec must reach: {metric: value}"},
+            "target": {"type": "object", "additionalProperties": False,
+                       "description": "the metric this spec must reach: {metric: value}",
+                       "properties": {m: {"type": "number"} for m in METRICS}},
         }}
     spec = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

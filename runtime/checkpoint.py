@@ -202,4 +202,9 @@ def open_checkpoint(path: str, need_meta: bool = True) -> Checkpoint:
     """need_meta=False: the params alone are wanted (plot); a meta, if there, is still checked."""
     if not os.path.lexists(path):
         raise UserError(f"{path}: no such checkpoint")
+    if os.path.isdir(path):
+        have = [os.path.join(path, f) for f in ("best.npz", "last.npz") if os.path.isfile(os.path.join(path, f))]
+        raise UserError(f"{path} is a directory; give a checkpoint file: "
+                        + (" or ".join(have) if have else f"a run directory holds best.npz and last.npz, {path} "
+                                                          f"holds neither"))
     return Checkpoint(path, need_meta)

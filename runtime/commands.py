@@ -84,7 +84,7 @@ def register(sub):
 
     s = sub.add_parser("viz", help="draw the folded graph, or the unrolled one with --unroll N")
     s.add_argument("spec")
-    s.add_argument("-o", "--output", required=True, help="out.svg | out.png | out.dot")
+    s.add_argument("-o", "--output", required=True, help="out.svg | .pdf | .png | .jpg | .dot")
     s.add_argument("--unroll", type=flags.number(int, 1, MAX_UNROLL), help="steps per axis to unroll")
     s.set_defaults(fn=cmd_viz)
 
@@ -175,6 +175,8 @@ def cmd_predict(args):
     from .decode import beam_search
     model, task, meta = restore(args.ckpt)
     _needs("predict", args.ckpt, model, task, meta)
+    from .userdata import check_seen
+    check_seen(task, args.text, "predict")
     src_vocab = getattr(task, "src_vocab", None) or task.vocab
     tgt_vocab = getattr(task, "tgt_vocab", None) or task.vocab
     hyps = beam_search(model, src_vocab, tgt_vocab, args.text, beam=args.beam, max_len=args.max_len)
@@ -187,6 +189,8 @@ def cmd_generate(args):
     from .decode import sample_text
     model, task, meta = restore(args.ckpt)
     _needs("generate", args.ckpt, model, task, meta)
+    from .userdata import check_seen
+    check_seen(task, args.prompt, "generate --prompt", source=False)
     print(sample_text(model, task.vocab, args.prompt, args.length, args.temperature, args.seed))
     return 0
 
@@ -204,9 +208,24 @@ def cmd_neighbors(args):
         rows = analogy(model, vocab, *args.analogy, k=args.k)
     else:
         rows = neighbors(model, vocab, args.word, k=args.k)
+    import numpy as np
+    base = random_pair_cosines(model)
+    # trained vectors share a common direction: random pairs of words can average a cosine of 0.95,
+    # so a cosine alone says little; its rank among random pairs says how near a neighbour is
+    print(f"graphspec: word, cosine, and the share of random pairs of words with a lower cosine (their "
+          f"median is {np.median(base):.3f})", file=sys.stderr)
     for w, s in rows:
-        print(f"{w}\t{s:.3f}")
+        print(f"{w}\t{s:.3f}\t{100 * np.searchsorted(base, s) / len(base):.1f}%")
     return 0
+
+
+def random_pair_cosines(model, pairs: int = 20_000):
+    """The sorted cosines of random pairs of distinct words (seeded: the same every run)."""
+    import numpy as np
+    from .decode import _unit_rows, embedding_matrix
+    U = _unit_rows(embedding_matrix(model))[4:]          # the reserved rows are no words
+    i, j = np.random.default_rng(0).integers(0, len(U), (2, pairs))
+    return np.sort((U[i[i != j]] * U[j[i != j]]).sum(axis=1))
 
 
 def cmd_export(args):
@@ -234,6 +253,8 @@ def cmd_viz(args):
     from graphspec.draw import viz
     counts = viz(args.spec, args.output, unroll=args.unroll)
     print(f"wrote {args.output} ({counts['nodes']} nodes, {counts['edges']} edges)")
+    if "note" in counts:
+        print(f"graphspec: note: {counts['note']}", file=sys.stderr)
     return 0
 
 

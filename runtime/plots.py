@@ -87,6 +87,15 @@ def smooth(y: np.ndarray, k: Optional[int] = None) -> np.ndarray:
     return out
 
 
+def curve_panels(train, valid) -> tuple:
+    """(the panels drawn, {series: value} of those the same at every logged step). A series
+    that never moves (a char LM's seq_acc of 0, a constant lr) is said in the title, not drawn."""
+    series = {m: _series(valid, m) for m in VALID_METRICS}
+    series.update({k: _series(train, k) for k in ("grad_norm", "lr")})
+    flat = {k: float(y[0]) for k, (_, y) in series.items() if len(y) > 1 and (y == y[0]).all()}
+    return ["loss"] + [k for k, (s, _) in series.items() if len(s) and k not in flat], flat
+
+
 def plot_curves(run_dir: str, out: str) -> Optional[str]:
     """Loss (train, smoothed, validation), then one panel per validation metric, the gradient
     norm and the learning rate when logged."""
@@ -94,9 +103,8 @@ def plot_curves(run_dir: str, out: str) -> Optional[str]:
     if not train and not valid:
         return None
     plt = _plt()
-    panels = ["loss"] + [m for m in VALID_METRICS if any(m in v for v in valid)]
-    panels += [k for k in ("grad_norm", "lr") if any(k in r for r in train)]
-    cols = min(3, len(panels))
+    panels, flat = curve_panels(train, valid)
+    cols = 2 if len(panels) == 4 else min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), panels):
@@ -135,7 +143,10 @@ def plot_curves(run_dir: str, out: str) -> Optional[str]:
             ax.legend(fontsize=8)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"training curves: {os.path.basename(os.path.abspath(run_dir))}")
+    title = f"training curves: {os.path.basename(os.path.abspath(run_dir))}"
+    if flat:
+        title += "\nthe same at every step, not drawn: " + ", ".join(f"{k} {v:.4g}" for k, v in flat.items())
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, out)
 
@@ -167,6 +178,13 @@ def _edges(c: np.ndarray) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
+def unpadded(norms: np.ndarray) -> np.ndarray:
+    """Batches are padded (lengths rounded up to a multiple of 8): the trailing steps no logged
+    row has any gradient at are padding, not part of the sequence."""
+    reached = np.nonzero((np.isfinite(norms) & (norms > 0)).any(axis=0))[0]
+    return norms[:, :reached[-1] + 1] if reached.size else norms
+
+
 def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
     got = read_gradnorm(run_dir)
     if got is None:
@@ -174,6 +192,7 @@ def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
     steps, norms = got
     order = np.argsort(steps, kind="stable")
     steps, norms = steps[order], norms[order]
+    norms = unpadded(norms)
     if norms.size > MAX_HEATMAP_CELLS:          # evenly spaced logged steps: the picture stays bounded
         keep = np.unique(np.linspace(0, len(steps) - 1, max(2, MAX_HEATMAP_CELLS // norms.shape[1])).astype(int))
         steps, norms = steps[keep], norms[keep]
@@ -195,6 +214,7 @@ def plot_gradnorm(run_dir: str, out: str) -> Optional[str]:
         ok = np.isfinite(y) & (y > 0)
         if ok.any():
             b.semilogy(np.arange(T)[ok], y[ok], "o-", ms=3, color=color, label=f"{lab} ({int(steps[i])})")
+    b.set_xlim(-0.5, T - 0.5)
     b.set_xlabel("time step t")
     b.set_ylabel("||dL/dh(t)||")
     b.set_title("gradient norm over time steps")
@@ -260,7 +280,39 @@ def read_attention(path: str):
 
 
 # ---------------------------------------------------------------- eigenvalues of recurrent weights
-def recurrent_matrices(params: dict) -> dict:
+def gate_names(g, param: str, k: int, width: int) -> Optional[list]:
+    """The names of the k gates a stacked param [k*H, H] feeds in step graph g: the parts
+    split(z, k) takes from the sum its product is in (lstm: i, f, g, o; gru's R: r, u), their
+    common prefix dropped (c_r, c_u -> r, u); None when the spec does not split it that way."""
+    cons = g.consumers()
+    todo = [n.name for n in g.nodes.values() if n.op == "matmul" and n.args and n.args[0].node == param]
+    seen = set(todo)
+    while todo:
+        name = todo.pop()
+        takes = sorted((g.nodes[c] for c in cons.get(name, []) if g.nodes[c].op == "take"
+                        and g.nodes[c].attrs.get("width") == width), key=lambda n: n.attrs["col"])
+        if [t.attrs["col"] for t in takes] == [i * width for i in range(k)]:
+            names = [t.name.rsplit(".", 1)[-1] for t in takes]
+            cut = os.path.commonprefix(names)
+            cut = cut[:cut.rfind("_") + 1]
+            return [x[len(cut):] for x in names]
+        for c in cons.get(name, []):
+            if g.nodes[c].op in ("add", "sub") and c not in seen:
+                seen.add(c)
+                todo.append(c)
+    return None
+
+
+def _spec_graph(meta):
+    """The step graph of a checkpoint's spec (from the text it carries), or None."""
+    import graphspec
+    try:
+        return graphspec.load(meta["spec"], text=meta["spec_text"], bind=meta.get("bind") or None)
+    except Exception:           # a spec that no longer loads (a block file gone): panels keep indices
+        return None
+
+
+def recurrent_matrices(params: dict, graph=None) -> dict:
     """The H x H blocks of the params that multiply a recurrent state: params whose name ends in
     W, R, R_n, W_m, W_s (or S) with shape [k*H, H], k in 1..4 (stacked gates of lstm/gru blocks give
     one block per gate, NAME[i]). A W counts only when square: the stacked input weights of the
@@ -277,16 +329,19 @@ def recurrent_matrices(params: dict) -> dict:
         if base == "W" and rows != cols:
             continue
         k = rows // cols
+        gates = gate_names(graph, name, k, cols) if graph is not None and k > 1 else None
         for i in range(k):
-            out[f"{name}[{i}]" if k > 1 else name] = p[i * cols:(i + 1) * cols]
+            label = f"{name} gate {gates[i]}" if gates else f"{name}[{i}]" if k > 1 else name
+            out[label] = p[i * cols:(i + 1) * cols]
     return out
 
 
-def read_params(path: str) -> dict:
+def read_params(path: str, with_meta: bool = False):
     from .checkpoint import open_checkpoint
     ck = open_checkpoint(path, need_meta=False)
     try:
-        return ck.params(max_bytes=1 << 30)
+        params = ck.params(max_bytes=1 << 30)
+        return (params, ck.meta) if with_meta else params
     finally:
         ck.close()
 
@@ -295,7 +350,9 @@ def plot_eigen(run_dir: str, out: str) -> Optional[str]:
     path = os.path.join(run_dir, "last.npz")
     if not os.path.lexists(path):
         return None
-    mats = {k: m for k, m in recurrent_matrices(read_params(path)).items() if m.shape[0] <= MAX_EIGEN}
+    params, meta = read_params(path, with_meta=True)
+    graph = _spec_graph(meta) if meta else None
+    mats = {k: m for k, m in recurrent_matrices(params, graph).items() if m.shape[0] <= MAX_EIGEN}
     mats = dict(list(mats.items())[:MAX_PANELS])
     if not mats:
         return None
@@ -303,7 +360,8 @@ def plot_eigen(run_dir: str, out: str) -> Optional[str]:
     n = len(mats)
     cols = min(4, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.9 * rows + 0.5), squeeze=False,
+                             layout="constrained")     # makes room for the title, however it wraps
     th = np.linspace(0, 2 * np.pi, 256)
     for ax, (name, m) in zip(axes.ravel(), mats.items()):
         m = np.asarray(m, np.float64)
@@ -322,8 +380,9 @@ def plot_eigen(run_dir: str, out: str) -> Optional[str]:
         ax.set_ylabel("Im(lambda)")
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.suptitle("eigenvalues of the recurrent weights (outside the unit circle: growth along that direction)")
-    fig.tight_layout()
+    import textwrap
+    title = "eigenvalues of the recurrent weights (outside the unit circle: growth along that direction)"
+    fig.suptitle(textwrap.fill(title, int(11 * 3.8 * cols)), fontsize=11)     # ~11 characters an inch
     return _save(fig, out)
 
 

@@ -21,7 +21,6 @@ import sys
 import numpy as np
 
 from .data import Vocab, pad_batch
-from .jit import jit
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 
@@ -472,7 +471,21 @@ class Words(Task):
         return {"neighbours": hits / len(top), "neighbours_chance": chance / len(top)}
 
 
-@jit
+def _jit_on_first_call(fn):
+    """numba compiles it when a batch first needs it: the task table itself imports no numba
+    (graphspec validate checks a spec's data section against it)."""
+    compiled = []
+
+    @functools.wraps(fn)
+    def call(*args):
+        if not compiled:
+            from .jit import jit
+            compiled.append(jit(fn))
+        return compiled[0](*args)
+    return call
+
+
+@_jit_on_first_call
 def _word_examples(u, ids, W, skipgram, centers, context):
     """Examples from uniform draws u [4, B] over a pass's words: a centre position i in
     [W, len - W), a window b in 1..W (word2vec's random shrink); skip-gram: one context word at

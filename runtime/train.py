@@ -71,6 +71,9 @@ def dim_vocabs(g, task) -> dict:
             key = "tgt_vocab" if "tgt_vocab" in have else "vocab"
         else:
             raise UserError(f"dim {k} is 'data' but the task binds only V, V_src and V_tgt")
+        if key not in have:
+            raise UserError(f"dim {k} is 'data' (a vocabulary's size) but task {task.name} has no vocabulary "
+                            f"(it feeds real values)")
         out[k] = have[key]
     return out
 
@@ -313,6 +316,8 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
     B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
+    if not model.nlearn or not g.losses:
+        raise UserError(f"{spec}: nothing to train: {'no loss' if not g.losses else 'every param is learn: false'}")
     check_batch_fits(model, task, B, seed)
     if not resume:                  # params declared init: {file: ...}
         from .export.word2vec import apply_pretrained

@@ -4,7 +4,7 @@ examples (or of the text) is the validation split."""
 from __future__ import annotations
 
 from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch
-from .tasks import CharLM, Task, Words, rng_for
+from .tasks import TASKS, CharLM, Task, Words, rng_for
 
 
 class Pairs(Task):
@@ -43,11 +43,46 @@ class Pairs(Task):
         return max(1, len(self.splits["train"]) // B)
 
 
+def model_kind(g) -> str:
+    """Which data file a model can train on, from its inputs: 'pairs' (an encoder-decoder: token
+    inputs on two axes), 'text' (a language model: token input and target on one axis), 'words'
+    (word vectors: token inputs, no axis), or '' (real values or labels: built-in tasks only)."""
+    ins = [n for n in g.nodes.values() if n.op == "input" and n.attrs.get("kind") in ("tokens", "real", "label")]
+    axes = {n.axis for n in ins if n.axis}
+    if any(n.attrs["kind"] != "tokens" for n in ins):
+        return ""
+    if len(axes) == 2:
+        return "pairs"
+    if len(axes) == 1 and all(n.axis for n in ins) and any(n.attrs["target"] for n in ins):
+        return "text"
+    return "words" if not axes else ""
+
+
+# what each kind of model is, and the data file it takes
+KINDS = {"pairs": ("an encoder-decoder (token inputs on two axes)", "a TSV of source<TAB>target pairs"),
+         "text": ("a language model (tokens in and out on one axis)", "plain text"),
+         "words": ("a word-vector model (tokens, no time axis)", "plain text"),
+         "": ("a model of real values or labels", "a built-in task (--task NAME)")}
+
+
+def _check_kind(path: str, g, data: str):
+    kind = model_kind(g)
+    fits = {"pairs": ("pairs",), "text": ("text", "words")}[data]
+    if kind in fits:
+        return
+    spec = getattr(getattr(g, "source", None), "file", g.name)
+    what = "holds source<TAB>target pairs" if data == "pairs" else "is plain text (no tabs in its first lines)"
+    model, needs = KINDS[kind]
+    raise DataError(f"--data {path} {what}, but {spec} is {model}: train it on {needs}")
+
+
 def user_task(path: str, g, cfg: dict) -> Task:
     from .data import read_text
     text = read_text(path)
     if any("\t" in line for line in text[:1 << 16].splitlines()[:5]):
+        _check_kind(path, g, "pairs")
         return Pairs(path, max_len=cfg.get("max_len"))
+    _check_kind(path, g, "text")
     text = "\n".join(text.splitlines()) + "\n"
     has_axis = any(n.op == "input" and n.axis for n in g.nodes.values())
     if has_axis:
@@ -63,3 +98,49 @@ def user_task(path: str, g, cfg: dict) -> Task:
                         f"use more text or a smaller min_count")
     return task
 
+
+def check_data(g):
+    """The spec's data section against the task table, at file:line:col (graphspec validate):
+    an unknown task or parameter would otherwise pass validate and fail only at train."""
+    from graphspec.errors import Problems, did_you_mean
+    doc, data = g.source, g.data or {}
+    probs = Problems()
+    name = data.get("task")
+    if name is None:
+        return
+    cls = TASKS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        probs.add(doc.where(("data", "task")), f"unknown task {name!r}{did_you_mean(str(name), TASKS)} "
+                                               f"(tasks: {', '.join(sorted(TASKS))})")
+        probs.raise_if_any()
+    probe = cls.__new__(cls)        # the class's parameter checks, without building its data
+    for k, v in data.items():
+        if k == "task":
+            continue
+        try:
+            if k not in cls.params:
+                raise ValueError(f"task {name} has no parameter '{k}'{did_you_mean(k, cls.params)} "
+                                 f"(parameters: {', '.join(sorted(cls.params)) or 'none'})")
+            probe._check_param(k, v)
+        except ValueError as e:
+            probs.add(doc.key_loc(("data", k)) if k not in cls.params else doc.where(("data", k)), str(e))
+    probs.raise_if_any()
+
+
+def check_seen(task, text: str, what: str, source: bool = True):
+    """Characters a model never trained on would be read as <unk> (or, inside its vocabulary, as
+    a symbol its task never drew: the copy tasks' vocabulary is a-z, their strings a-l) and
+    decoded without a word: name them instead."""
+    from .data import RESERVED
+    vocab = (getattr(task, "src_vocab", None) if source else None) or task.vocab
+    drawn = getattr(task, "symbols", None) if source else None
+    tokens = vocab.itos[len(RESERVED):]
+    words = any(len(t) > 1 for t in tokens)             # a word vocabulary: the text's words are its tokens
+    known = set(drawn if isinstance(drawn, str) else tokens)
+    unseen = list(dict.fromkeys(t for t in (text.split() if words else text) if t not in known))
+    if unseen:
+        shown = "".join(sorted(known)) if not words else " ".join(tokens[:20])
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        raise DataError(f"{what}: the model never saw {', '.join(map(repr, unseen[:20]))} in training "
+                        f"(task {getattr(task, 'name', '') or 'data'} {'drew from' if isinstance(drawn, str) else 'knows'}: "
+                        f"{shown!r})")

@@ -14,6 +14,9 @@ import glob
 import os
 
 import pytest
+import yaml
+
+from graphspec.lang import FUNCTIONS, STDLIB
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BAD = os.path.join(HERE, "bad_specs")
@@ -61,8 +64,9 @@ CASES = [
     ("yaml_not_utf8.yaml", [
         "tests/bad_specs/yaml_not_utf8.yaml:1:1: not UTF-8 text (byte 102)",
     ]),
-    ("yaml_flow_comma.yaml", [
-        "tests/bad_specs/yaml_flow_comma.yaml:11:39: unknown key '0.1)' in params/b (allowed: shape, init, learn)",
+    ("yaml_flow_unclosed.yaml", [
+        "tests/bad_specs/yaml_flow_unclosed.yaml:11:25: 'uniform(-0.1, 0.1' does not close its brackets (inside {...} "
+        "a comma would end a plain value: quote it if the comma belongs to it)",
     ]),
     # ------------------------------------------------------------------ structural (JSON Schema)
     ("schema_missing_nodes.yaml", [
@@ -147,6 +151,15 @@ CASES = [
     ]),
     ("unknown_function.yaml", [
         "tests/bad_specs/unknown_function.yaml:16:6: unknown function 'tnah'; did you mean 'tanh'?",
+    ]),
+    ("unknown_function_far.yaml", [
+        "tests/bad_specs/unknown_function_far.yaml:17:6: unknown function 'mish' (functions: "
+        + ", ".join(FUNCTIONS) + "; blocks: " + ", ".join(sorted(
+            yaml.safe_load(open(os.path.join(STDLIB, f)))["block"] for f in os.listdir(STDLIB))) + ")",
+    ]),
+    ("node_called_like_a_function.yaml", [
+        "tests/bad_specs/node_called_like_a_function.yaml:16:14: 'h' is a node, not a function: a step is read "
+        "with brackets, h[t-1]",
     ]),
     ("output_unknown_function.yaml", [
         "tests/bad_specs/output_unknown_function.yaml:20:9: unknown function 'argmx'; did you mean 'argmax'?",
@@ -348,6 +361,32 @@ CASES = [
         "tests/bad_specs/attention_without_all.yaml:14:8: node 'ctx' mixes steps of axes src and tgt; "
         "read across axes with last(x) or all(x)",
     ]),
+    ("delay_both_directions.yaml", [
+        "tests/bad_specs/delay_both_directions.yaml:16:27: h[t-1] and h[t+1] in one recurrence (a, h): a loop runs "
+        "one way, reading earlier steps or later ones; compute the other direction in nodes of its own "
+        "(as bidirectional(...) does)",
+    ]),
+    # ------------------------------------------------------------------ semantic: loss, target, data
+    ("no_loss.yaml", [
+        "tests/bad_specs/no_loss.yaml:12:1: the spec has learnable params but no loss: add one, e.g. "
+        "loss: cross_entropy(o, y) (tokens or labels) or loss: mse(o, y) (real values)",
+    ]),
+    ("target_unknown_metric.yaml", [
+        "tests/bad_specs/target_unknown_metric.yaml:22:81: unknown key 'perplexity' in train/target "
+        "(allowed: loss, ppl, acc, seq_acc, mse, neighbours, free_acc, free_seq_acc)",
+    ]),
+    ("target_metric_not_reported.yaml", [
+        "tests/bad_specs/target_metric_not_reported.yaml:22:81: target mse: this spec's loss (cross_entropy) "
+        "reports loss, ppl, acc, seq_acc",
+    ]),
+    ("data_unknown_task.yaml", [
+        "tests/bad_specs/data_unknown_task.yaml:3:14: unknown task 'charml'; did you mean 'charlm'? (tasks: adding, "
+        "addition, bits, charlm, copy, copy_memory, dates, neighbours, parity, reverse, sort, words)",
+    ]),
+    ("data_unknown_task_param.yaml", [
+        "tests/bad_specs/data_unknown_task_param.yaml:3:22: task charlm has no parameter 'lenght'; did you mean "
+        "'length'? (parameters: length, min_count)",
+    ]),
     # ------------------------------------------------------------------ user block files
     ("block_file_missing.yaml", [
         "tests/bad_specs/block_file_missing.yaml:3:10: block file 'blocks/nope.yaml' not found "
@@ -437,7 +476,7 @@ def test_too_big_to_build_still_validates(cli, name):
 
 def test_compile_reports_the_same_errors_as_validate(cli):
     expected = dict(CASES)
-    for name in ("cycle_two.yaml", "schema_unknown_top_key.yaml"):
+    for name in ("cycle_two.yaml", "schema_unknown_top_key.yaml", "no_loss.yaml"):
         r = cli("compile", f"tests/bad_specs/{name}")
         assert (r.returncode, r.stdout) == (2, "")
         assert r.stderr.splitlines() == expected[name]
@@ -488,3 +527,20 @@ def test_several_files_at_once(cli):
     out = r.stdout.splitlines()
     assert len(out) == 1 and out[0].startswith("specs/elman.yaml: OK (")
     assert r.stderr.splitlines() == expected["undefined_name.yaml"] + expected["schema_several.yaml"]
+
+
+def test_a_call_with_commas_inside_flow_mappings_and_lists_reads_as_written(cli, tmp_path):
+    """{init: uniform(0, 1)} as the docs write it: YAML alone splits it at the comma (init
+    'uniform(0' and a key '1)'); the loader joins the pieces back from the file's text."""
+    from graphspec.loader import load_text
+    doc = load_text("name: m\nparams: {U: {shape: [H, D], init: uniform(-0.1,  0.1)}}\n"
+                    "loss: [cross_entropy(o, y, norm=1), mse(f(a, g(b, c)), y)]\n"
+                    "outputs: {p: leaky_relu(o, a=0.1), q: \"x\"}\nnodes: {h: x}\n")
+    assert doc.data["params"]["U"] == {"shape": ["H", "D"], "init": "uniform(-0.1,  0.1)"}
+    assert doc.data["loss"] == ["cross_entropy(o, y, norm=1)", "mse(f(a, g(b, c)), y)"]
+    assert doc.data["outputs"] == {"p": "leaky_relu(o, a=0.1)", "q": "x"}
+    assert str(doc.where(("loss", 1))) == "<string>:3:37"
+    spec = tmp_path / "flow.yaml"
+    spec.write_text(open(os.path.join(BAD, "yaml_flow_unclosed.yaml")).read().replace("0.1}", "0.1)}"))
+    r = cli("render", spec)
+    assert r.returncode == 0 and "    init: uniform(-0.1, 0.1)\n" in r.stdout

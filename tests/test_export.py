@@ -296,7 +296,7 @@ def test_word_vectors_load_in_gensim_with_graphspecs_neighbours(w2v_run, cli, bi
     words, vecs = word2vec.read(str(path))                   # our own reader
     assert words == itos and np.array_equal(vecs, E[4:])     # the reserved rows are no words
     r = cli("neighbors", ckpt, "list", "-k", "10")
-    ours = [(w, float(s)) for w, s in (ln.split("\t") for ln in r.stdout.splitlines())]
+    ours = [(w, float(s)) for w, s, _ in (ln.split("\t") for ln in r.stdout.splitlines())]
     gensim = pytest.importorskip("gensim")
     kv = gensim.models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
     assert kv.index_to_key == itos and np.array_equal(kv.vectors, E[4:])

@@ -555,8 +555,8 @@ def test_out_and_output_paths(tiny, tmp_path):
     one_line(["plot", tiny["run_ff"], "-o", f], f"graphspec: -o {f}: exists and is not a directory")
     one_line(["viz", tiny["ff"], "-o", f / "x.png"], f"graphspec: -o {f / 'x.png'}: cannot write there ({f} is not a "
                                                      f"writable directory)")
-    one_line(["viz", tiny["ff"], "-o", tmp_path], f"graphspec: -o {tmp_path}: use a .svg, .png or .dot file name")
-    one_line(["viz", tiny["ff"], "-o", tmp_path / "x.jpg"], f"graphspec: -o {tmp_path / 'x.jpg'}: use a .svg, .png or .dot file name")
+    one_line(["viz", tiny["ff"], "-o", tmp_path], f"graphspec: -o {tmp_path}: use a .svg, .pdf, .png, .jpg or .dot file name")
+    one_line(["viz", tiny["ff"], "-o", tmp_path / "x.bmp"], f"graphspec: -o {tmp_path / 'x.bmp'}: use a .svg, .pdf, .png, .jpg or .dot file name")
     one_line(["viz", tiny["ff"], "-o", "/proc/x.png"], "graphspec: -o /proc/x.png: cannot write it: No such file or directory")
     assert f.read_text() == "x"
 

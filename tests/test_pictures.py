@@ -246,8 +246,11 @@ def test_render_without_graphviz_draws_with_matplotlib(tmp_path, monkeypatch):
     assert b"<svg" in (tmp_path / "u.svg").read_bytes()[:2000]
     draw.render(draw.folded_dot(g), str(tmp_path / "f.dot"))
     assert (tmp_path / "f.dot").read_text() == draw.folded_dot(g)
-    with pytest.raises(ValueError):
-        draw.render(g, str(tmp_path / "f.jpg"))
+    for name, magic in (("f.jpg", b"\xff\xd8\xff"), ("f.JPEG", b"\xff\xd8\xff"), ("f.pdf", b"%PDF")):
+        draw.render(g, str(tmp_path / name))          # what matplotlib writes besides png and svg
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    with pytest.raises(ValueError, match=r"f.bmp: use .svg, .pdf, .png, .jpg or .dot$"):
+        draw.render(g, str(tmp_path / "f.bmp"))
 
 
 def test_render_uses_graphviz_when_present_and_falls_back_when_it_fails(tmp_path, monkeypatch):
@@ -350,3 +353,83 @@ def test_plot_cli(cli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(os.path.basename(p) for p in r.stdout.split() if p.endswith(".png")) == \
         ["attention.png", "curves.png", "eigen.png", "gradnorm.png"]
+
+
+@pytest.mark.parametrize("spec, param, k, width, gates", [
+    ("specs/lstm.yaml", "h.R", 4, 64, ["i", "f", "g", "o"]),
+    ("specs/gru.yaml", "h.R", 2, 128, ["r", "u"]),                      # c_r, c_u: their prefix dropped
+    ("specs/gru.yaml", "h.W", 3, 128, ["r", "u", "n"]),               # W [3H, D]: the gates of a = b + W @ x
+])
+def test_stacked_gate_matrices_are_named_by_the_gates_they_feed(spec, param, k, width, gates):
+    from runtime import plots
+    g = graphspec.load(spec, bind={"V": 50})
+    assert plots.gate_names(g, param, k, width) == gates
+    assert plots.gate_names(g, param, k + 1, width) is None
+
+
+def test_eigen_panels_of_a_trained_lstm_name_its_gates(tmp_path):
+    """last.npz carries its spec's text: the panels say 'h.R gate f', not h.R[1]."""
+    from runtime import plots
+    from runtime.checkpoint import save
+    spec = os.path.join(ROOT, "specs", "lstm.yaml")
+    meta = {"spec": spec, "spec_hash": "0" * 16, "spec_text": open(spec).read(), "bind": {}, "seed": 0,
+            "task": "adding", "data": None, "cfg": {}, "vocab": {}}
+    rng = np.random.default_rng(0)
+    save(str(tmp_path / "last.npz"), {"h.R": rng.normal(size=(256, 64)).astype(np.float32)}, {}, meta, 1)
+    params, got = plots.read_params(str(tmp_path / "last.npz"), with_meta=True)
+    mats = plots.recurrent_matrices(params, plots._spec_graph(got))
+    assert list(mats) == ["h.R gate i", "h.R gate f", "h.R gate g", "h.R gate o"]
+    assert np.array_equal(mats["h.R gate g"], params["h.R"][128:192])
+    assert plots.plot_eigen(str(tmp_path), str(tmp_path / "eigen.png"))
+
+
+def test_curves_leave_out_what_never_moves():
+    from runtime import plots
+    train = [{"step": s, "loss": 3.0 / s, "grad_norm": 1.0 + s % 3, "lr": 0.003} for s in range(1, 11)]
+    valid = [{"split": "valid", "step": s, "loss": 3.0 / s, "ppl": 9.0 / s, "acc": s / 10, "seq_acc": 0.0}
+             for s in (5, 10)]
+    assert plots.curve_panels(train, valid) == (["loss", "ppl", "acc", "grad_norm"], {"seq_acc": 0.0, "lr": 0.003})
+    train[5]["lr"] = 0.002                          # a schedule moves it: drawn
+    assert plots.curve_panels(train, valid[:1]) == (["loss", "ppl", "acc", "seq_acc", "grad_norm", "lr"], {})
+
+
+def test_gradient_heatmap_stops_where_the_padding_starts():
+    from runtime import plots
+    norms = np.zeros((3, 56))
+    norms[:, :50] = 1.0
+    norms[0, :49] = np.nan                      # one row reached only t=49: the steps up to it stay
+    assert plots.unpadded(norms).shape == (3, 50)
+    assert plots.unpadded(np.full((2, 4), np.nan)).shape == (2, 4)
+
+
+def test_viz_and_compile_show_data_dims_at_the_same_placeholder(tmp_path):
+    from conftest import main
+    code, out, _ = main("compile", "specs/elman.yaml")
+    assert code == 0 and "  dims from data, shown at a placeholder: V=64\n" in out
+    assert "    V_o                            64x128\n" in out
+    draw.viz("specs/elman.yaml", str(tmp_path / "e.dot"))
+    assert 'label="V_o\\n64x128"' in (tmp_path / "e.dot").read_text()
+
+
+def test_a_wide_unrolled_strip_is_said(tmp_path):
+    from conftest import main
+    code, out, err = main("viz", "specs/elman.yaml", "--unroll", "17", "-o", tmp_path / "u.dot")
+    assert code == 0 and out.startswith(f"wrote {tmp_path / 'u.dot'} (")
+    assert err.splitlines() == ["graphspec: note: --unroll 17 draws all 17 steps side by side, a strip too wide "
+                                "to read; every step repeats one pattern: --unroll 8 shows it"]
+    code, out, err = main("viz", "specs/elman.yaml", "--unroll", "16", "-o", tmp_path / "u.dot")
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize("spec", ["specs/lstm.yaml", "specs/gru.yaml", "specs/elman.yaml",
+                                  "specs/seq2seq_attention.yaml", "specs/bilstm_concat.yaml"])
+def test_folded_edge_labels_sit_on_no_node(spec, tmp_path):
+    """Each edge label goes to a spot along (or beside) its edge that no node box covers: on
+    gru's folded graph the middle of h.h -> h.c put 't-1 f[128]' on h.a_n."""
+    g = graphspec.load(spec, bind={k: 20 for k in ("V", "V_src", "V_tgt")})
+    G = draw.folded_graph(g)
+    draw._draw(G, str(tmp_path / "f.png"))
+    spots = G.graph["label_spots"]
+    assert spots.labels
+    hits = [(r, n) for r in spots.labels for n in spots.nodes if draw._overlap(r, n) > 0]
+    assert hits == []

@@ -260,7 +260,7 @@ def test_generate_and_neighbors_from_checkpoints(tmp_path, cli):
     r = cli("neighbors", tmp_path / "w2v" / "last.npz", "the", "-k", "5")
     assert r.returncode == 0, r.stderr
     rows = [l.split("\t") for l in r.stdout.splitlines()]
-    assert len(rows) == 5 and all(-1 <= float(s) <= 1 for _, s in rows) and "the" not in [w for w, _ in rows]
+    assert len(rows) == 5 and all(-1 <= float(s) <= 1 for _, s, _ in rows) and "the" not in [r[0] for r in rows]
     r = cli("neighbors", tmp_path / "w2v" / "last.npz", "--analogy", "list", "lists", "string", "-k", "3")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 3
     r = cli("neighbors", tmp_path / "w2v" / "last.npz", "zzzzunknown")

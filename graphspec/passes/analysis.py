@@ -77,10 +77,16 @@ def loops(g: Graph) -> tuple:
                 continue
         delays = {d["delay"] for u, v, d in dg.subgraph(comp).edges(data=True) if d["delay"]}
         if any(d > 0 for d in delays) and any(d < 0 for d in delays):
+            reads = {d: u for u, v, d in sorted(dg.subgraph(comp).edges(data="delay"), key=lambda e: index[e[0]])
+                     if d}
+            back, fwd = min(d for d in reads if d < 0), min(d for d in reads if d > 0)
             first = min(comp, key=index.__getitem__)
-            raise SpecError.at(g.nodes[first].loc or Loc("<spec>", 1, 1),
-                               f"the recurrence through {', '.join(sorted(shown(c) for c in comp))} reads "
-                               f"both earlier (t-k) and later (t+k) steps; a loop runs one way")
+            loc = g.delay_at.get((reads[back], back)) or g.nodes[first].loc or Loc("<spec>", 1, 1)
+            ax = g.nodes[first].axis
+            raise SpecError.at(loc, f"{shown(reads[fwd])}[{ax}-{fwd}] and {shown(reads[back])}[{ax}+{-back}] in one "
+                                    f"recurrence ({', '.join(sorted({shown(c) for c in comp}))}): a loop runs one "
+                                    f"way, reading earlier steps or later ones; compute the other direction in "
+                                    f"nodes of its own (as bidirectional(...) does)")
         members = sorted(comp, key=index.__getitem__)
         lid = len(found)
         found.append(Loop(members, -1 if any(d < 0 for d in delays) else 1, g.nodes[members[0]].axis))
