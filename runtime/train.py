@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -227,40 +228,139 @@ def load_state(ck: "ckpt.Checkpoint", model: Model, opt: Optional[Optimizer] = N
 
 
 # ---------------------------------------------------------------- the loop
-class Progress:
-    """tqdm on a terminal; plain log lines (every ~5%) otherwise."""
+def data_sizes(task, data_path: Optional[str] = None) -> str:
+    """What the run trains on and how much of it each split holds."""
+    src = f"{data_path}" if data_path else f"task {getattr(task, 'name', '?')}"
+    if hasattr(task, "splits"):                        # examples held in memory (a pairs file)
+        unit, n = "pairs", {k: len(v) for k, v in task.splits.items()}
+    elif hasattr(task, "bounds"):                      # one token stream cut in three
+        unit = "words" if getattr(task, "name", "") == "words" or getattr(task, "tokens", "") == "words" \
+            else "characters"
+        n = {k: hi - lo for k, (lo, hi) in task.bounds.items()}
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in getattr(task, "p", {}).items())
+        return f"{src}{f' ({params})' if params else ''}: examples drawn from the seed, every split its own stream"
+    same = " (test = valid)" if task_splits_shared(task) else ""
+    return f"{src}: " + " / ".join(f"{k} {n[k]:,}" for k in ("train", "valid", "test") if k in n) + f" {unit}{same}"
 
-    def __init__(self, total: int, start: int, enabled: bool = True):
+
+def task_splits_shared(task) -> bool:
+    """A split that is the same data as another one (then it says nothing new)."""
+    if hasattr(task, "splits"):
+        return task.splits.get("test") is task.splits.get("valid")
+    b = getattr(task, "bounds", {})
+    return b.get("test") is not None and b.get("test") == b.get("valid")
+
+
+def startup_header(model: Model, task, meta: dict, out: str, start: int) -> str:
+    """What a run is about to do, printed before its first step (which may compile for a minute)."""
+    cfg = meta["cfg"]
+    learn = [b for b in model.param_buffers if b.learn]
+    n = sum(int(np.prod(b.shape)) for b in learn)
+    sched = cfg.get("schedule", "constant")
+    if cfg.get("warmup"):
+        sched += f", {int(cfg['warmup'])} warm-up steps"
+    stop = []
+    if cfg.get("stop_at_target") and cfg.get("target"):
+        stop.append("at the target " + ", ".join(f"{k} {v}" for k, v in cfg["target"].items()))
+    if cfg.get("patience"):
+        stop.append(f"after {int(cfg['patience'])} validations without a better loss")
+    lines = [f"{model.graph.name}: {n:,} learnable params in {len(learn)} tensors",
+             f"  data      {data_sizes(task, meta.get('data'))}",
+             f"  training  {int(cfg['steps']):,} steps of batch {int(cfg['batch'])}, {cfg.get('optimizer', 'adam')} "
+             f"lr {cfg['lr']:g} ({sched}), validation every {int(cfg['eval_every'])} steps"
+             + (f"; stops early {' or '.join(stop)}" if stop else ""),
+             f"  run dir   {out}" + (f" (resuming at step {start})" if start else "")]
+    return "\n".join(lines)
+
+
+class Progress:
+    """Progress on stderr: tqdm on a terminal, plain lines (every ~5%) otherwise.
+
+    A run's first step compiles the numba kernels it has not cached yet (a minute or more the
+    first time): a ticker says so while it waits, and the rate and ETA count from the end of the
+    first step, never the compile (counting it once gave ETA 4418s for a two-minute run)."""
+    NOTICE_AFTER = 2.0        # seconds of a first step before saying it is compiling
+    TICK = 10.0               # seconds between elapsed-time lines while it still is
+
+    def __init__(self, total: int, start: int, enabled: bool = True, stream=None, clock=time.perf_counter):
         self.total, self.start = total, start
-        self.tty = enabled and sys.stderr.isatty()
         self.enabled = enabled
-        self.t0 = time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.tty = enabled and self.stream.isatty()
+        self.clock = clock
+        self.t_begin = clock()
+        self.t0 = None            # the end of the first step
+        self.first = None         # steps done at that moment
         self.bar = None
+        self.every = max(1, total // 20)
+        self.noticed = False
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._ticker = None
+        if enabled and start < total:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self):
+        wait = self.NOTICE_AFTER
+        while not self._done.wait(wait):
+            with self._lock:
+                if self._done.is_set():
+                    return
+                el = self.clock() - self.t_begin
+                msg = (f"compiling kernels for the first step: {el:.0f}s (numba; later runs load them "
+                       f"from its cache)")
+                if self.tty:
+                    print("\r" + msg + "\x1b[K", end="", file=self.stream, flush=True)
+                else:
+                    print(msg, file=self.stream, flush=True)
+                self.noticed = True
+            wait = self.TICK
+
+    def _first_step(self, step: int, loss: float):
+        self._done.set()
+        with self._lock:            # a tick line in the middle of being written ends first
+            pass
+        self.t0, self.first = self.clock(), step + 1
+        took = self.t0 - self.t_begin
+        if self.noticed:
+            if self.tty:
+                print("\r\x1b[K", end="", file=self.stream)
+            print(f"step {step + 1}/{self.total}  loss {loss:.4f}  first step {took:.1f}s (kernels compiled; "
+                  f"rate and ETA count from here)", file=self.stream, flush=True)
+        elif not self.tty and ((step + 1) % self.every == 0 or step + 1 == self.total):
+            print(f"step {step + 1}/{self.total}  loss {loss:.4f}", file=self.stream, flush=True)
         if self.tty:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
-        self.every = max(1, total // 20)
+            self.bar = tqdm(total=self.total, initial=step + 1, unit="step", dynamic_ncols=True, file=self.stream)
 
     def update(self, step: int, loss: float, tokens_per_s: float):
         if not self.enabled:
+            return
+        if self.t0 is None:
+            self._first_step(step, loss)
             return
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
         elif (step + 1) % self.every == 0 or step + 1 == self.total:
-            el = time.perf_counter() - self.t0
-            rate = (step + 1 - self.start) / max(el, 1e-9)
+            rate = (step + 1 - self.first) / max(self.clock() - self.t0, 1e-9)
             eta = (self.total - step - 1) / max(rate, 1e-9)
             print(f"step {step + 1}/{self.total}  loss {loss:.4f}  {rate:.1f} steps/s  "
-                  f"{tokens_per_s:,.0f} tokens/s  ETA {eta:.0f}s", file=sys.stderr, flush=True)
+                  f"{tokens_per_s:,.0f} tokens/s  ETA {eta:.0f}s", file=self.stream, flush=True)
 
     def write(self, msg: str):
         if self.bar is not None:
-            self.bar.write(msg)
+            self.bar.write(msg, file=self.stream)
         elif self.enabled:
-            print(msg, file=sys.stderr, flush=True)
+            with self._lock:
+                if self.tty and self.noticed and self.t0 is None:
+                    print("\r\x1b[K", end="", file=self.stream)
+                print(msg, file=self.stream, flush=True)
 
     def close(self):
+        self._done.set()
         if self.bar is not None:
             self.bar.close()
 
@@ -340,6 +440,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         cut_metrics(metrics_path, start)
         gradnorm_rows = _load_gradnorms(out, start)
     log = MetricsLog(metrics_path)
+    if progress:
+        print(startup_header(model, task, meta, out, start), file=sys.stderr, flush=True)
     bar = Progress(total, start, progress)
     states = state_nodes(model)
     eval_every = int(cfg["eval_every"])
