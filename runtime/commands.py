@@ -45,20 +45,31 @@ def register(sub):
     s.add_argument("--data")
     s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("predict", help="decode an input with a trained encoder-decoder")
+    s = sub.add_parser("predict", help="decode inputs with a trained encoder-decoder: TEXT, or a file of lines")
     s.add_argument("ckpt")
-    s.add_argument("text")
-    s.add_argument("--beam", type=flags.number(int, 1, MAX_BEAM), default=1, help="beam width (1: greedy)")
+    s.add_argument("text", nargs="*", help="inputs to decode (or --input)")
+    s.add_argument("--input", "-i", metavar="FILE", help="decode every non-empty line of FILE ('-': stdin)")
+    s.add_argument("-o", "--output", metavar="FILE",
+                   help="write the outputs to FILE (one line per input; with --nbest, K lines per input)")
+    s.add_argument("--beam", type=flags.number(int, 1, MAX_BEAM), default=None,
+                   help="beam width (default: --nbest, 1 without it: greedy)")
+    s.add_argument("--nbest", type=flags.number(int, 1, MAX_BEAM), default=1,
+                   help="the K best outputs of beam search, each as INPUT_NO<TAB>TEXT<TAB>LOG_PROB")
     s.add_argument("--max-len", type=flags.number(int, 1, MAX_DECODE_LEN), default=40,
                    help="most output tokens")
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("generate", help="sample text from a trained language model")
     s.add_argument("ckpt")
-    s.add_argument("--prompt", default="")
+    s.add_argument("--prompt", default="", help="the text to continue (default: none)")
+    s.add_argument("--input", "-i", metavar="FILE",
+                   help="one sample per non-empty line of FILE ('-': stdin), written as JSON lines "
+                        "{\"prompt\": ..., \"text\": ...}")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the samples to FILE instead of stdout")
     s.add_argument("--temperature", type=flags.number(float, 0), default=0.8, help="0: always the likeliest")
     s.add_argument("--length", type=flags.number(int, 0, MAX_GENERATE), default=200, help="characters to sample")
-    s.add_argument("--seed", type=flags.spec_value("train", "seed"), default=0)
+    s.add_argument("--seed", type=flags.spec_value("train", "seed"), default=0,
+                   help="seed of the sampling (the Nth prompt of --input samples with seed + N - 1)")
     s.set_defaults(fn=cmd_generate)
 
     s = sub.add_parser("neighbors", help="nearest words of a trained embedding")
@@ -171,23 +182,73 @@ def cmd_eval(args):
 
 
 # ---------------------------------------------------------------- decoding
+def _inputs(args) -> list:
+    """[(where, text)]: the positional texts (where: None) or the lines of --input (where:
+    FILE:LINE, for messages), never both."""
+    texts = getattr(args, "text", None) or []
+    if args.input is not None and texts:
+        raise UserError(f"{args.cmd}: give inputs as arguments or with --input, not both")
+    if args.input is not None:
+        from .decode import read_inputs
+        name = "stdin" if args.input == "-" else args.input
+        return [(f"{name}:{n}", line) for n, line in read_inputs(args.input)]
+    return [(None, t) for t in texts]
+
+
+def _check_output(path):
+    """-o: refused before any decoding when it cannot be written."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise UserError(f"-o {path}: is a directory")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise UserError(f"-o {path}: directory {d} does not exist")
+
+
 def cmd_predict(args):
-    from .decode import beam_search
+    from .decode import Output, beam_search
+    inputs = _inputs(args)
+    if not inputs:
+        raise UserError("predict: give the TEXT to decode, or --input FILE ('-' reads stdin)")
+    beam = args.beam or args.nbest
+    if args.nbest > beam:
+        raise UserError(f"predict: --nbest {args.nbest} needs a beam at least as wide (--beam {beam})")
+    _check_output(args.output)
     model, task, meta = restore(args.ckpt)
     _needs("predict", args.ckpt, model, task, meta)
     src_vocab = getattr(task, "src_vocab", None) or task.vocab
     tgt_vocab = getattr(task, "tgt_vocab", None) or task.vocab
-    hyps = beam_search(model, src_vocab, tgt_vocab, args.text, beam=args.beam, max_len=args.max_len)
-    for text, score in hyps[:max(1, min(args.beam, 5))]:
-        print(f"{text}\t{score:.3f}" if args.beam > 1 else text)
+    out = Output(args.output)
+    for n, (where, text) in enumerate(inputs, 1):
+        try:
+            hyps = beam_search(model, src_vocab, tgt_vocab, text, beam=beam, max_len=args.max_len)
+        except UserError as e:
+            if where is None:
+                raise
+            raise UserError(f"{where}: {e}") from None
+        if args.nbest == 1:
+            out.line(hyps[0][0])
+        else:
+            for hyp, score in hyps[:args.nbest]:
+                out.line(f"{n}\t{hyp}\t{score:.4f}")
+    out.close()
     return 0
 
 
 def cmd_generate(args):
-    from .decode import sample_text
+    from .decode import Output, sample_text
+    if args.input is not None and args.prompt:
+        raise UserError("generate: give --prompt or --input, not both")
+    prompts = _inputs(args) if args.input is not None else [("--prompt", args.prompt)]
+    _check_output(args.output)
     model, task, meta = restore(args.ckpt)
     _needs("generate", args.ckpt, model, task, meta)
-    print(sample_text(model, task.vocab, args.prompt, args.length, args.temperature, args.seed))
+    out = Output(args.output)
+    for i, (where, prompt) in enumerate(prompts):
+        text = sample_text(model, task.vocab, prompt, args.length, args.temperature, args.seed + i)
+        out.line(json.dumps({"prompt": prompt, "text": text}) if args.input is not None else text)
+    out.close()
     return 0
 
 

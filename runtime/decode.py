@@ -187,3 +187,49 @@ def analogy(model: Model, vocab, a: str, b: str, c: str, k: int = 10):
     sims = U @ (q / np.linalg.norm(q))
     order = [i for i in np.argsort(-sims) if i not in (ia, ib, ic) and i > 3][:k]
     return [(vocab.decode([i], strip=False)[0], float(sims[i])) for i in order]
+
+
+# ---------------------------------------------------------------- many inputs, one output
+def read_inputs(path: str) -> list:
+    """[(line number, text)] of the non-empty lines of PATH (or of stdin for '-'), bounded as
+    data files are (32 MiB, UTF-8, a regular file)."""
+    import sys
+    from graphspec.limits import MAX_DATA_BYTES
+    from .data import DataError, read_text
+    if path == "-":
+        raw = sys.stdin.buffer.read(MAX_DATA_BYTES + 1)
+        if len(raw) > MAX_DATA_BYTES:
+            raise DataError(f"--input -: stdin holds more than {MAX_DATA_BYTES} bytes; split it")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise DataError(f"--input -:{line}: not UTF-8 "
+                            f"(byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        name = "stdin"
+    else:
+        text, name = read_text(path), path
+    rows = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise DataError(f"{name}: no input lines")
+    return rows
+
+
+class Output:
+    """Lines to stdout as they come, or to -o FILE written whole at the end (atomically: a
+    failed or interrupted run leaves no half file)."""
+
+    def __init__(self, path=None):
+        self.path, self.lines = path, []
+
+    def line(self, text: str):
+        if self.path is None:
+            print(text, flush=True)
+        else:
+            self.lines.append(text)
+
+    def close(self):
+        if self.path is not None:
+            from .rundir import write_atomic
+            data = "".join(x + "\n" for x in self.lines).encode("utf-8")
+            write_atomic(self.path, lambda f: f.write(data))

@@ -1,0 +1,164 @@
+"""The conveniences of everyday use (issue 15): progress and the start-up header, predict and
+generate over many inputs, eval over a whole split, early stopping and schedules, the task list,
+what a run directory records, --version, word-level vocabularies."""
+import io
+import json
+import math
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, main, spec_text
+
+
+# ---------------------------------------------------------------- 1. first run and progress
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _wait_for(buf, text, timeout=20.0):
+    deadline = time.time() + timeout
+    while text not in buf.getvalue():
+        assert time.time() < deadline, buf.getvalue()
+        time.sleep(0.01)
+
+
+def test_progress_says_it_compiles_and_counts_the_rate_from_the_first_step(monkeypatch):
+    from runtime.train import Progress
+    monkeypatch.setattr(Progress, "NOTICE_AFTER", 0.3)
+    monkeypatch.setattr(Progress, "TICK", 60.0)
+    clock, buf = Clock(), io.StringIO()
+    p = Progress(40, 0, stream=buf, clock=clock)
+    clock.now = 12.4                     # the ticker reads the clock 0.3 s later
+    _wait_for(buf, "compiling")
+    clock.now = 30.0                     # the first step ends after 30 s of compiling
+    p.update(0, 2.5, 100.0)
+    for step in range(1, 40):            # then 2 steps a second
+        clock.now += 0.5
+        p.update(step, 2.5, 100.0)
+    p.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "compiling kernels for the first step: 12s (numba; later runs load them from its cache)"
+    assert lines[1] == "step 1/40  loss 2.5000  first step 30.0s (kernels compiled; rate and ETA count from here)"
+    assert lines[2] == "step 2/40  loss 2.5000  2.0 steps/s  100 tokens/s  ETA 19s"
+    assert lines[-1] == "step 40/40  loss 2.5000  2.0 steps/s  100 tokens/s  ETA 0s"
+    assert len(lines) == 2 + 20
+
+
+def test_a_quick_first_step_says_nothing_of_compiling():
+    from runtime.train import Progress
+    clock, buf = Clock(), io.StringIO()
+    p = Progress(4, 0, stream=buf, clock=clock)
+    for step in range(4):
+        clock.now += 0.25
+        p.update(step, 1.0, 10.0)
+    p.close()
+    assert buf.getvalue().splitlines() == [
+        "step 1/4  loss 1.0000",
+        "step 2/4  loss 1.0000  4.0 steps/s  10 tokens/s  ETA 0s",
+        "step 3/4  loss 1.0000  4.0 steps/s  10 tokens/s  ETA 0s",
+        "step 4/4  loss 1.0000  4.0 steps/s  10 tokens/s  ETA 0s"]
+
+
+def test_a_run_starts_with_a_header(tiny, tmp_path):
+    from runtime.tasks import stdlib_corpus
+    out = tmp_path / "run"
+    code, _, err = main("train", tiny["elman"], "--out", out)
+    assert code == 0, err
+    meta = json.loads(str(np.load(out / "last.npz")["meta"]))
+    V = 4 + len(meta["vocab"]["vocab"])
+    D, H = 4, 8                          # E VxD, U HxD, W HxH, b H, V_o VxH, c V
+    n = V * D + H * D + H * H + H + V * H + V
+    total = len(stdlib_corpus())
+    a, b = int(total * 0.9), int(total * 0.95)
+    assert err.splitlines()[:4] == [
+        f"elman: {n:,} learnable params in 6 tensors",
+        f"  data      task charlm: train {a:,} / valid {b - a:,} / test {total - b:,} characters",
+        "  training  6 steps of batch 4, adam lr 0.003 (constant), validation every 3 steps",
+        f"  run dir   {out}"]
+
+
+# ---------------------------------------------------------------- 4. predict and generate over many inputs
+def test_predict_a_file_of_inputs_to_a_file_matches_one_at_a_time(tiny, tmp_path):
+    ck = tiny["run_att"] / "last.npz"
+    inputs = ["3 March 1998", "", "June 5, 2001", "12.01.1960"]
+    (tmp_path / "in.txt").write_text("\n".join(inputs) + "\n")
+    code, out, err = main("predict", ck, "--input", tmp_path / "in.txt", "-o", tmp_path / "out.txt")
+    assert code == 0 and out == "", err
+    one = []
+    for text in ("3 March 1998", "June 5, 2001", "12.01.1960"):
+        code, out, err = main("predict", ck, text)
+        assert code == 0, err
+        one.append(out.rstrip("\n"))
+    assert (tmp_path / "out.txt").read_text().splitlines() == one      # the empty line is skipped
+    code, out, _ = main("predict", ck, "3 March 1998", "June 5, 2001", "12.01.1960")
+    assert out.splitlines() == one
+
+
+def test_predict_nbest_from_beam_search(tiny):
+    from runtime.commands import restore
+    from runtime.decode import beam_search
+    ck = tiny["run_att"] / "last.npz"
+    code, out, err = main("predict", ck, "3 March 1998", "1 May 2000", "--nbest", "3")
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    model, task, _ = restore(str(ck))
+    want = []
+    for n, text in enumerate(("3 March 1998", "1 May 2000"), 1):
+        want += [[str(n), h, f"{s:.4f}"] for h, s in beam_search(model, task.src_vocab, task.tgt_vocab, text, beam=3)]
+    assert rows == want and len(rows) == 6
+    scores = [float(r[2]) for r in rows[:3]]
+    assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
+    code, _, err = main("predict", ck, "3 March 1998", "--nbest", "3", "--beam", "2")
+    assert code == 2 and err.strip() == "graphspec: predict: --nbest 3 needs a beam at least as wide (--beam 2)"
+
+
+def test_predict_reads_stdin(tiny, monkeypatch):
+    import sys
+    ck = tiny["run_att"] / "last.npz"
+    _, want, _ = main("predict", ck, "1 May 2000", "2 May 2000")
+
+    class Stdin:
+        buffer = io.BytesIO(b"1 May 2000\n2 May 2000\n")
+    monkeypatch.setattr(sys, "stdin", Stdin)
+    code, out, err = main("predict", ck, "--input", "-")
+    assert code == 0, err
+    assert out == want and len(out.splitlines()) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "graphspec: predict: give the TEXT to decode, or --input FILE ('-' reads stdin)"),
+    (("x", "--input", "IN"), "graphspec: predict: give inputs as arguments or with --input, not both"),
+    (("--input", "EMPTY"), "graphspec: EMPTY: the file is empty"),
+    (("x", "-o", "DIR"), "graphspec: -o DIR: is a directory"),
+])
+def test_predict_input_errors(tiny, tmp_path, args, message):
+    (tmp_path / "IN").write_text("abc\n")
+    (tmp_path / "EMPTY").write_text("\n  \n")
+    sub = {"IN": str(tmp_path / "IN"), "EMPTY": str(tmp_path / "EMPTY"), "DIR": str(tmp_path)}
+    args = [sub.get(a, a) for a in args]
+    for k, v in sub.items():
+        message = message.replace(k, v) if k in ("EMPTY", "DIR") else message
+    code, out, err = main("predict", tiny["run_att"] / "last.npz", *args)
+    assert code == 2 and err.strip() == message and out == ""
+
+
+def test_generate_one_sample_per_prompt_as_json_lines(tiny, tmp_path):
+    ck = tiny["run_elman"] / "last.npz"
+    (tmp_path / "prompts.txt").write_text("The \nReturn a\n")
+    code, out, err = main("generate", ck, "--input", tmp_path / "prompts.txt", "--length", "12", "--seed", "5",
+                          "-o", tmp_path / "samples.jsonl")
+    assert code == 0 and out == "", err
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    singles = []
+    for seed, prompt in ((5, "The "), (6, "Return a")):
+        _, o, _ = main("generate", ck, "--prompt", prompt, "--length", "12", "--seed", seed)
+        singles.append(o[:-1])           # print's newline
+    assert rows == [{"prompt": "The ", "text": singles[0]}, {"prompt": "Return a", "text": singles[1]}]
+    assert all(len(r["text"]) == len(r["prompt"]) + 12 for r in rows)
