@@ -40,9 +40,12 @@ def register(sub):
 
     s = sub.add_parser("eval", help="evaluate a checkpoint on validation (or test) data")
     s.add_argument("ckpt")
-    s.add_argument("--split", default="valid", choices=["valid", "test"])
-    s.add_argument("--batches", type=flags.number(int, 1, MAX_EVAL_BATCHES), default=8)
-    s.add_argument("--data")
+    s.add_argument("--split", default="valid", choices=["valid", "test"],
+                   help="the held-out split to evaluate on (docs/data.md: how each is chosen)")
+    s.add_argument("--batches", type=flags.number(int, 1, MAX_EVAL_BATCHES), default=None,
+                   help="only the first N batches (default: the whole split; 8 batches for a task that "
+                        "draws its examples)")
+    s.add_argument("--data", help="evaluate on this data file's split instead of the training data")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("predict", help="decode inputs with a trained encoder-decoder: TEXT, or a file of lines")
@@ -173,10 +176,10 @@ def _needs(verb: str, path: str, model, task, meta):
 
 
 def cmd_eval(args):
-    from .train import check_batch_fits, evaluate
+    from .train import check_batch_fits, evaluate_split
     model, task, meta = restore(args.ckpt, args.data)
     check_batch_fits(model, task, int(meta["cfg"]["batch"]), meta["seed"] + 1)    # the batch a checkpoint names
-    res = evaluate(model, task, meta["cfg"], split=args.split, batches=args.batches, seed=meta["seed"] + 1)
+    res = evaluate_split(model, task, meta["cfg"], args.split, args.batches, seed=meta["seed"] + 1)
     print(json.dumps(res))
     return 0
 

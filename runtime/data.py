@@ -130,6 +130,22 @@ def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
     return out
 
 
+HELD_OUT = 0.05      # of a data file's examples: the share each of valid and test holds
+
+
+def split_three(examples: list, what: str = "examples") -> dict:
+    """train / valid / test of a data file's examples: one fixed shuffle (the same for every run
+    and --seed: a file sorted by length or topic would otherwise hold out only its tail), then
+    the last 5% (at least one) is test, the 5% before it valid, the rest train."""
+    n = len(examples)
+    if n < 3:
+        raise ValueError(f"{n} {what}; need at least 3 (one each for training, validation and test)")
+    k = max(1, round(n * HELD_OUT))
+    order = np.random.default_rng(0).permutation(n)
+    shuffled = [examples[i] for i in order]
+    return {"train": shuffled[:n - 2 * k], "valid": shuffled[n - 2 * k:n - k], "test": shuffled[n - k:]}
+
+
 def load_text(path: str, tokens: str = "chars") -> list:
     lines = _read_lines(path)
     toks = []

@@ -204,6 +204,60 @@ def evaluate(model: Model, task, cfg: dict, split: str = "valid", batches: int =
     return res
 
 
+def split_batches(task, split: str, B: int):
+    """The whole of a split, in a fixed order, as batches of at most B; None for a task that
+    draws its examples from the seed (an endless stream has no whole)."""
+    from .data import pad_batch
+    if isinstance(getattr(task, "splits", None), dict) and hasattr(task, "src_vocab"):      # a pairs file
+        data = task.splits[split]
+
+        def pairs(chunk):
+            x, xm, xl = pad_batch([task.src_vocab.encode(s) for s, _ in chunk])
+            y, ym, yl = pad_batch([task.tgt_vocab.encode(t, add_eos=True) for _, t in chunk])
+            return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
+        return (pairs(data[i:i + B]) for i in range(0, len(data), B))
+    if getattr(task, "name", "") == "charlm":     # one stream: back-to-back windows, each token predicted once
+        L = task.p["length"]
+        lo, hi = task.bounds[split]
+        starts = np.arange(lo, hi - L, L)          # the targets of a window run to start + L < hi
+
+        def windows(st):
+            idx = st[None, :] + np.arange(L)[:, None]
+            ones = np.ones((L, len(st)), np.float32)
+            return {"x": task.ids[idx], "y": task.ids[idx + 1], "x_mask": ones, "y_mask": ones}
+        return (windows(starts[i:i + B]) for i in range(0, len(starts), B))
+    return None
+
+
+def evaluate_split(model: Model, task, cfg: dict, split: str, max_batches=None, seed: int = 0) -> dict:
+    """`graphspec eval`: the whole split, in order (the first max_batches batches of it when
+    given), the same numbers every time; a task that draws its examples from the seed is
+    evaluated on max_batches (default 8) batches drawn with `seed`."""
+    B = int(cfg["batch"])
+    batches = split_batches(task, split, B)
+    if batches is None:
+        n = max_batches or 8
+        res = evaluate(model, task, cfg, split=split, batches=n, seed=seed)
+        return dict(res, split=split, examples=n * B, whole_split=False)
+    has_free = "free" in model.graphs or _has_teacher_forcing(model)
+    total, acc, free, examples = 0.0, {}, {}, 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = round_lengths(batch, model)
+        _, b = model.shape_of(batch)
+        total += model.forward(batch, mode="eval", seed=seed + i) * b      # the loss is a mean over the batch
+        examples += b
+        for k, v in batch_metrics(model, batch).items():
+            acc[k] = acc.get(k, 0) + v
+        if has_free:
+            for k, v in free_running_metrics(model, batch, seed + i).items():
+                free[k] = free.get(k, 0.0) + v * b
+    res = summarize(acc, total / max(examples, 1), 1, examples)
+    res.update({k: v / max(examples, 1) for k, v in free.items()})
+    return dict(res, split=split, examples=examples, whole_split=max_batches is None)
+
+
 def _has_teacher_forcing(model: Model) -> bool:
     return any(n.op == "input" and n.attrs.get("target") and n.init is not None
                for n in model.graph.nodes.values())

@@ -1,9 +1,10 @@
 """User data files as tasks: TSV pairs for encoder-decoders, plain text for language models
-(characters) and word2vec (words). Vocabularies are built from the file; the last 10% of the
-examples (or of the text) is the validation split."""
+(characters) and word2vec (words). Pairs are split train/valid/test 90/5/5 after one fixed
+shuffle (runtime/data.py split_three), text 90/5/5 in order (runtime/tasks.py CharLM); the
+vocabularies come from the training split (docs/data.md)."""
 from __future__ import annotations
 
-from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch
+from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch, split_three
 from .tasks import CharLM, Task, Words, rng_for
 
 
@@ -17,17 +18,17 @@ class Pairs(Task):
                                     or not 1 <= max_len <= MAX_PAIR_TOKENS):
             raise DataError(f"data.max_len must be an integer from 1 to {MAX_PAIR_TOKENS}, got {max_len!r}")
         pairs = load_pairs(path, max_len=max_len)
-        if len(pairs) < 2:
-            raise DataError(f"{path}: {len(pairs)} pair(s); need at least 2 (one for validation)")
-        self.src_vocab = Vocab.build([s for s, _ in pairs], min_count=min_count)
-        self.tgt_vocab = Vocab.build([t for _, t in pairs], min_count=min_count)
+        try:
+            split = split_three(pairs, "pair(s)")
+        except ValueError as e:
+            raise DataError(f"{path}: {e}") from None
+        self.src_vocab = Vocab.build([s for s, _ in split["train"]], min_count=min_count)
+        self.tgt_vocab = Vocab.build([t for _, t in split["train"]], min_count=min_count)
         self.vocab = self.tgt_vocab
-        cut = max(1, int(len(pairs) * 0.9))
         # length bucketing: examples sorted by length, a batch drawn from one window of similar
         # lengths, so little of a batch is padding
         by_len = lambda p: (len(p[0]), len(p[1]))  # noqa: E731
-        self.splits = {"train": sorted(pairs[:cut], key=by_len), "valid": sorted(pairs[cut:], key=by_len)}
-        self.splits["test"] = self.splits["valid"]
+        self.splits = {k: sorted(v, key=by_len) for k, v in split.items()}
 
     def batch(self, split, B, step, seed=0):
         rng = rng_for(seed, split, step)

@@ -162,3 +162,65 @@ def test_generate_one_sample_per_prompt_as_json_lines(tiny, tmp_path):
         singles.append(o[:-1])           # print's newline
     assert rows == [{"prompt": "The ", "text": singles[0]}, {"prompt": "Return a", "text": singles[1]}]
     assert all(len(r["text"]) == len(r["prompt"]) + 12 for r in rows)
+
+
+# ---------------------------------------------------------------- 3. eval over a whole split; a real test split
+def test_split_three_is_a_fixed_shuffle_90_5_5():
+    from runtime.data import split_three
+    ex = list(range(100))
+    s = split_three(ex)
+    assert [len(s[k]) for k in ("train", "valid", "test")] == [90, 5, 5]
+    assert sorted(s["train"] + s["valid"] + s["test"]) == ex
+    assert s == split_three(ex) and s["test"] != [95, 96, 97, 98, 99]
+    assert [len(v) for v in split_three(list(range(3))).values()] == [1, 1, 1]
+    with pytest.raises(ValueError, match=r"^2 examples; need at least 3 \(one each for training, validation and test\)$"):
+        split_three([1, 2])
+
+
+def test_eval_of_a_text_model_covers_windows_in_order(tiny):
+    """The first 3 batches of the valid split are its first 12 back-to-back windows; their
+    perplexity equals the one computed window by window."""
+    from runtime.commands import restore
+    from runtime.train import round_lengths
+    ck = tiny["run_elman"] / "last.npz"
+    code, out, err = main("eval", ck, "--batches", "3")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["examples"] == 12 and res["split"] == "valid" and res["whole_split"] is False
+    model, task, _ = restore(str(ck))
+    lo, _ = task.bounds["valid"]
+    nll = 0.0
+    for w in range(12):
+        idx = lo + 16 * w + np.arange(16)[:, None]
+        one = np.ones((16, 1), np.float32)
+        nll += model.forward(round_lengths({"x": task.ids[idx], "y": task.ids[idx + 1], "x_mask": one,
+                                            "y_mask": one}, model), mode="eval")
+    assert math.isclose(res["ppl"], math.exp(nll / (12 * 16)), rel_tol=1e-5)
+    assert math.isclose(res["loss"], nll / 12, rel_tol=1e-5)
+    code, out2, _ = main("eval", ck, "--batches", "3")
+    assert out2 == out                   # deterministic
+
+
+def test_a_pairs_file_has_a_test_split_and_eval_covers_it_whole(tiny, tmp_path):
+    rng = np.random.default_rng(1)
+    words = ["".join(rng.choice(list("abcdef"), rng.integers(2, 6))) for _ in range(60)]
+    data = tmp_path / "rev.tsv"
+    data.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words))
+    spec = tmp_path / "s2s.yaml"
+    spec.write_text(spec_text("seq2seq.yaml", ("steps: 3000", "steps: 2, eval_every: 2")))
+    code, _, err = main("train", spec, "--data", data, "--out", tmp_path / "run", "--quiet", "--batch", "4")
+    assert code == 0, err
+    results = {}
+    for split in ("valid", "test"):
+        code, out, err = main("eval", tmp_path / "run" / "last.npz", "--split", split)
+        assert code == 0, err
+        results[split] = json.loads(out)
+        assert results[split]["examples"] == 3 and results[split]["whole_split"] is True
+    assert results["valid"]["loss"] != results["test"]["loss"]
+    code, out, _ = main("eval", tmp_path / "run" / "last.npz", "--split", "test")
+    assert json.loads(out) == results["test"]
+    from runtime.userdata import Pairs
+    t = Pairs(str(data))
+    assert [len(t.splits[k]) for k in ("train", "valid", "test")] == [54, 3, 3]
+    assert sorted(t.splits["train"] + t.splits["valid"] + t.splits["test"]) == sorted(
+        (list(w), list(w[::-1])) for w in words)
