@@ -35,6 +35,10 @@ def register(sub):
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     s.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds an earlier run")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--stop-at-target", action="store_true", default=None,
+                   help="stop at the first validation that reaches the spec's train.target")
+    s.add_argument("--patience", type=flags.spec_value("train", "patience"), metavar="N",
+                   help="stop after N validations without a lower validation loss")
     s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
 
@@ -121,7 +125,8 @@ def cmd_train(args):
     out = args.out or os.path.join("runs", g.name)       # the schema keeps a name one plain component
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
-              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite)
+              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite,
+              options={"stop_at_target": args.stop_at_target, "patience": args.patience})
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
     for k, want in target.items():

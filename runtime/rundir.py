@@ -3,6 +3,7 @@
     metrics.jsonl   one JSON object a line, appended (train steps and validations)
     gradnorm.npy    ||dL/dh(t)|| per logged step, rewritten whole (small)
     best.npz        the checkpoint with the lowest validation loss so far
+    best-stepS.npz  with train.keep_best: K, the checkpoints of the K lowest validation losses
     last.npz        the latest checkpoint: the commit record of the whole directory
     attention.npz   one example's attention weights, written at the end
     run.lock        held (flock) by the training that owns the directory
@@ -157,8 +158,15 @@ def _lock(out: str):
     return f
 
 
+def kept_checkpoints(out: str) -> list:
+    """best-stepS.npz: the checkpoints `keep_best` keeps, in step order."""
+    import re
+    names = [n for n in os.listdir(out) if re.fullmatch(r"best-step[0-9]+\.npz", n)] if os.path.isdir(out) else []
+    return sorted(names, key=lambda n: int(n[9:-4]))
+
+
 def earlier_files(out: str) -> list:
-    return [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+    return [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))] + kept_checkpoints(out)
 
 
 def check_run_dir(out: str, resume: bool, overwrite: bool, locked: bool = False) -> list:

@@ -450,9 +450,11 @@ def grad_norms_over_time(model: Model, node: str) -> np.ndarray:
 def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optional[str] = None,
         steps: Optional[int] = None, epochs: Optional[float] = None, batch: Optional[int] = None,
         lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
-        progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False) -> dict:
+        progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False,
+        options: Optional[dict] = None) -> dict:
     """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
-    that many steps of this invocation) as if interrupted, writing last.npz: used by tests."""
+    that many steps of this invocation) as if interrupted, writing last.npz: used by tests.
+    `options`: train-section values given as flags (stop_at_target, patience)."""
     check_run_dir(out, resume, overwrite)
     g0 = graphspec.load(spec)
     cfg = train_config(g0)
@@ -465,6 +467,8 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     tables = make_tables(g, task)
     if epochs is not None:
         cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
+    cfg.update({k: v for k, v in (options or {}).items() if v is not None})
+    check_stopping(cfg)
     B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
     check_batch_fits(model, task, B, seed)
@@ -489,10 +493,16 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     metrics_path = os.path.join(out, "metrics.jsonl")
     start, best_loss, result = 0, math.inf, {}
     gradnorm_rows = []
+    watch = Watch(cfg, out)
     if resume:
         start, best_loss, result = _resume(last, meta["spec_hash"], model, opt)
         cut_metrics(metrics_path, start)
         gradnorm_rows = _load_gradnorms(out, start)
+        watch.resume(last)
+        if watch.stopped:
+            print(f"{out}: this run stopped early at step {start} ({watch.stopped}); nothing to resume",
+                  file=sys.stderr)
+            return dict(result, stopped=watch.stopped)
     log = MetricsLog(metrics_path)
     if progress:
         print(startup_header(model, task, meta, out, start), file=sys.stderr, flush=True)
@@ -505,7 +515,7 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         """Logs durable up to step `done`, then last.npz says `done` (see runtime/rundir.py)."""
         log.sync()
         _save_gradnorms(out, gradnorm_rows)
-        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics))
+        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics, **watch.state()))
         committed[0] = done
 
     step = start
@@ -552,11 +562,18 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
                 log.append(dict(result, split="valid"))
                 bar.write("valid " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in result.items()))
-                if result["loss"] < best_loss:
+                improved = result["loss"] < best_loss
+                if improved:
                     best_loss = result["loss"]
                     save_checkpoint(best, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result))
+                why = watch.validated(step + 1, step + 1 == total, result, improved, best_loss, lambda path: save_checkpoint(
+                    path, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result)))
                 commit(step + 1, result)
-        step = total
+                if why:
+                    bar.write(f"stopping early at step {step + 1}: {why}")
+                    break
+        else:
+            step = total
     except KeyboardInterrupt:
         _restore_sigint(old_handler)
         done = step              # steps start .. step-1 are complete; step was not begun
@@ -587,7 +604,83 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         E = _embedding(model)
         if E is not None:
             result.update(task.quality(E))
+    if watch.stopped:
+        result["stopped"] = watch.stopped
     return result
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric in ("ppl", "mse", "loss")
+
+
+def check_stopping(cfg: dict):
+    """Train-section values that only make sense together, checked before any work."""
+    if cfg.get("stop_at_target") and not cfg.get("target"):
+        raise UserError("train.stop_at_target: the spec has no train.target to stop at")
+    if int(cfg.get("warmup") or 0) >= int(cfg["steps"]):
+        raise UserError(f"train.warmup {cfg['warmup']}: not fewer than the run's {cfg['steps']} steps")
+
+
+class Watch:
+    """What the validation losses decide: stopping early (at the target, with stop_at_target;
+    after `patience` validations without a lower loss) and which checkpoints to keep (keep_best:
+    the K lowest, as best-stepS.npz). Its state travels in last.npz's meta, so a resumed run
+    decides exactly as an uninterrupted one."""
+
+    def __init__(self, cfg: dict, out: str):
+        self.out = out
+        self.target = dict(cfg.get("target") or {}) if cfg.get("stop_at_target") else {}
+        self.patience = int(cfg.get("patience") or 0)
+        self.keep = int(cfg.get("keep_best") or 0)
+        self.best_step, self.bad, self.top, self.stopped = None, 0, [], None
+
+    def state(self) -> dict:
+        return {"best_step": self.best_step, "bad_evals": self.bad, "top": [list(x) for x in self.top],
+                "stopped": self.stopped}
+
+    def resume(self, last: str):
+        ck = ckpt.open_checkpoint(last)
+        try:
+            m = ck.meta
+        finally:
+            ck.close()
+        self.best_step, self.bad = m.get("best_step"), int(m.get("bad_evals") or 0)
+        self.top, self.stopped = [(float(a), int(b)) for a, b in m.get("top") or []], m.get("stopped")
+        from .rundir import kept_checkpoints
+        kept = {self.path(s) for _, s in self.top}
+        for name in kept_checkpoints(self.out):      # written after the checkpoint we resume from
+            if os.path.join(self.out, name) not in kept:
+                os.unlink(os.path.join(self.out, name))
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.out, f"best-step{step}.npz")
+
+    def validated(self, step: int, final: bool, result: dict, improved: bool, best_loss: float,
+                  save) -> Optional[str]:
+        """After a validation: keep its checkpoint if it ranks (save(path) writes it); the reason
+        to stop here, or None (always at the final step: the run ends anyway)."""
+        if improved:
+            self.best_step, self.bad = step, 0
+        else:
+            self.bad += 1
+        if self.keep:
+            self.top = sorted(self.top + [(float(result["loss"]), step)])
+            if (float(result["loss"]), step) in self.top[:self.keep]:
+                save(self.path(step))
+            for _, s in self.top[self.keep:]:
+                if os.path.exists(self.path(s)):
+                    os.unlink(self.path(s))
+            self.top = self.top[:self.keep]
+        if final:
+            return None
+        if self.target and all(k in result for k in self.target) and all(
+                (result[k] <= v) if _lower_is_better(k) else (result[k] >= v) for k, v in self.target.items()):
+            self.stopped = "target " + ", ".join(f"{k} {'<=' if _lower_is_better(k) else '>='} {v} ({result[k]:.4g})"
+                                                 for k, v in self.target.items()) + " reached"
+        elif self.patience and self.bad >= self.patience:
+            self.stopped = (f"no lower validation loss in {self.bad} validations (the lowest, {best_loss:.4g}, "
+                            f"at step {self.best_step})")
+        return self.stopped
 
 
 def steps_for_epochs(task, epochs: float, batch: int) -> int:

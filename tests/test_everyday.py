@@ -224,3 +224,93 @@ def test_a_pairs_file_has_a_test_split_and_eval_covers_it_whole(tiny, tmp_path):
     assert [len(t.splits[k]) for k in ("train", "valid", "test")] == [54, 3, 3]
     assert sorted(t.splits["train"] + t.splits["valid"] + t.splits["test"]) == sorted(
         (list(w), list(w[::-1])) for w in words)
+
+
+# ---------------------------------------------------------------- 6. early stopping, schedules, top-k checkpoints
+@pytest.mark.parametrize("cfg, total, want", [
+    ({"lr": 0.1, "schedule": "cosine", "warmup": 10}, 110,
+     {0: 0.01, 4: 0.05, 9: 0.1, 10: 0.1, 60: 0.05, 109: 0.05 * (1 + math.cos(math.pi * 99 / 100))}),
+    ({"lr": 0.1, "schedule": "cosine"}, 100, {0: 0.1, 25: 0.05 * (1 + math.cos(math.pi / 4)), 50: 0.05}),
+    ({"lr": 0.2, "warmup": 4}, 10, {0: 0.05, 1: 0.1, 3: 0.2, 9: 0.2}),
+    ({"lr": 0.2, "schedule": "step", "decay": 0.5, "decay_every": 3, "warmup": 2}, 10, {1: 0.2, 2: 0.2, 4: 0.2, 5: 0.1}),
+])
+def test_warmup_and_cosine_schedules(cfg, total, want):
+    from runtime.optim import learning_rate
+    got = {s: learning_rate(cfg, s, total) for s in want}
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_patience_and_keep_best_decide_from_the_validation_losses(tmp_path):
+    from runtime.train import Watch
+    w = Watch({"patience": 2, "keep_best": 2}, str(tmp_path))
+    saved, best, reasons = [], math.inf, []
+    for i, loss in enumerate([3.0, 2.0, 2.5, 1.9, 2.2, 2.0, 1.0], 1):
+        improved = loss < best
+        best = min(best, loss)
+
+        def save(path):
+            saved.append(os.path.basename(path))
+            open(path, "w").close()
+        reasons.append(w.validated(10 * i, False, {"loss": loss}, improved, best, save))
+    assert reasons[:5] == [None, None, None, None, None]
+    assert reasons[5] == "no lower validation loss in 2 validations (the lowest, 1.9, at step 40)"
+    assert saved == ["best-step10.npz", "best-step20.npz", "best-step30.npz", "best-step40.npz", "best-step70.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["best-step40.npz", "best-step70.npz"]
+    assert w.top == [(1.0, 70), (1.9, 40)]
+
+
+def _ff_spec(tmp_path, train):
+    spec = tmp_path / "ff.yaml"
+    spec.write_text(spec_text("feedforward.yaml", ("H: 64", "H: 8"),
+                              ("train: {optimizer: adam, lr: 0.01, batch: 64, steps: 1500, target: {acc: 0.99}}", train)))
+    return spec
+
+
+def test_stop_at_target_stops_at_the_first_validation_that_reaches_it(tmp_path):
+    spec = _ff_spec(tmp_path, "train: {batch: 8, steps: 50, eval_every: 5, target: {loss: 100.0}}")
+    code, out, err = main("train", spec, "--out", tmp_path / "run", "--stop-at-target")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r.get("split") == "valid"]
+    assert rows[-1]["step"] == 5 and len(valid) == 1
+    why = f"target loss <= 100.0 ({valid[0]['loss']:.4g}) reached"
+    assert f"stopping early at step 5: {why}" in err.splitlines()
+    assert "  training  50 steps of batch 8, adam lr 0.003 (constant), validation every 5 steps; " \
+           "stops early at the target loss 100.0" in err.splitlines()
+    assert json.loads(out.splitlines()[0])["stopped"] == why
+    meta = json.loads(str(np.load(tmp_path / "run" / "last.npz")["meta"]))
+    assert meta["step"] == 5 and meta["stopped"] == why and meta["best_step"] == 5
+    code, _, err = main("train", spec, "--out", tmp_path / "run", "--resume", "--quiet")
+    assert code == 0 and err.splitlines()[0] == f"{tmp_path / 'run'}: this run stopped early at step 5 ({why}); nothing to resume"
+    # without the flag (or the spec's stop_at_target) the run goes on
+    code, _, err = main("train", spec, "--out", tmp_path / "run2", "--quiet")
+    assert code == 0 and json.loads((tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 50
+
+
+@pytest.mark.parametrize("train, message", [
+    ("train: {steps: 5, stop_at_target: true}", "graphspec: train.stop_at_target: the spec has no train.target to stop at"),
+    ("train: {steps: 5, warmup: 5}", "graphspec: train.warmup 5: not fewer than the run's 5 steps"),
+])
+def test_stopping_options_that_do_not_fit(tmp_path, train, message):
+    code, _, err = main("train", _ff_spec(tmp_path, train), "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and err.strip() == message
+
+
+def test_keep_best_and_patience_resume_as_an_uninterrupted_run(tmp_path):
+    spec = _ff_spec(tmp_path, "train: {batch: 8, steps: 36, eval_every: 3, keep_best: 2, schedule: cosine, warmup: 4}")
+    code, _, err = main("train", spec, "--out", tmp_path / "a", "--quiet")
+    assert code == 0, err
+    code, _, err = main("train", spec, "--out", tmp_path / "b", "--quiet", "--stop-after", "16")
+    assert code == 130, err
+    code, _, err = main("train", spec, "--out", tmp_path / "b", "--quiet", "--resume")
+    assert code == 0, err
+    files = lambda d: sorted(n for n in os.listdir(d) if n != "run.lock")  # noqa: E731
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    for n in files(tmp_path / "a"):
+        assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+    valid = sorted((r["loss"], r["step"]) for r in map(json.loads, (tmp_path / "a" / "metrics.jsonl").read_text().splitlines())
+                   if r.get("split") == "valid")
+    assert [n for n in files(tmp_path / "a") if n.startswith("best-")] == sorted(
+        f"best-step{s}.npz" for _, s in valid[:2])
+    code, _, err = main("train", spec, "--out", tmp_path / "a", "--quiet")
+    assert code == 2 and "best-step" in err        # an earlier run's kept checkpoints count as its files
