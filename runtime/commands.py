@@ -79,6 +79,10 @@ def register(sub):
                    help="seed of the sampling (the Nth prompt of --input samples with seed + N - 1)")
     s.set_defaults(fn=cmd_generate)
 
+    s = sub.add_parser("tasks", help="the built-in tasks: what each draws, its vocabulary, metric and an example")
+    s.add_argument("names", nargs="*", metavar="TASK", help="only these tasks (default: all)")
+    s.set_defaults(fn=cmd_tasks)
+
     s = sub.add_parser("neighbors", help="nearest words of a trained embedding")
     s.add_argument("ckpt")
     s.add_argument("word", nargs="?")
@@ -257,6 +261,35 @@ def cmd_generate(args):
         text = sample_text(model, task.vocab, prompt, args.length, args.temperature, args.seed + i)
         out.line(json.dumps({"prompt": prompt, "text": text}) if args.input is not None else text)
     out.close()
+    return 0
+
+
+def cmd_tasks(args):
+    import glob
+    import re
+    from .tasks import TASKS, describe, get_task
+    for name in args.names:
+        if name not in TASKS:
+            try:
+                get_task(name)            # says which task was meant
+            except ValueError as e:
+                raise UserError(str(e)) from None
+    used = {}
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
+    for path in sorted(glob.glob(os.path.join(here, "*.yaml"))):
+        with open(path, encoding="utf-8") as f:
+            m = re.search(r"^data:\s*\{\s*task:\s*(\w+)", f.read(), re.M)
+        if m:
+            used.setdefault(m.group(1), []).append(os.path.basename(path)[:-5])
+    for i, name in enumerate(args.names or TASKS):
+        d = describe(name)
+        print(("\n" if i else "") + f"{name}: {d['doc']}")
+        rows = [("draws", d["draws"]), ("vocabulary", d["vocab"]), ("params", d["params"]),
+                ("metric", d["metric"]), ("example", d["example"])]
+        if name in used:
+            rows.append(("specs", ", ".join(used[name])))
+        for k, v in rows:
+            print(f"  {k:11}{v}")
     return 0
 
 

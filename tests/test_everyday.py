@@ -314,3 +314,47 @@ def test_keep_best_and_patience_resume_as_an_uninterrupted_run(tmp_path):
         f"best-step{s}.npz" for _, s in valid[:2])
     code, _, err = main("train", spec, "--out", tmp_path / "a", "--quiet")
     assert code == 2 and "best-step" in err        # an earlier run's kept checkpoints count as its files
+
+
+# ---------------------------------------------------------------- 5. graphspec tasks
+def test_tasks_lists_every_builtin_task_with_what_it_draws():
+    from runtime.tasks import TASKS
+    code, out, err = main("tasks")
+    assert code == 0, err
+    heads = [line.split(":")[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert heads == list(TASKS)
+    blocks = out.split("\n\n")
+    assert all([line.split()[0] for line in b.splitlines()[1:6]] == ["draws", "vocabulary", "params", "metric", "example"]
+               for b in blocks)
+
+
+def test_tasks_dates_in_full():
+    from runtime.tasks import rng_for, get_task
+    src, tgt = get_task("dates").example(rng_for(0, "train", 0))
+    code, out, _ = main("tasks", "dates")
+    assert code == 0
+    assert out.splitlines() == [
+        "dates: human-readable dates in 12 formats -> ISO 8601 (the classic attention task)",
+        "  draws      a day from 1950-01-01 to 2049-12-31, written in one of 12 formats; the target is YYYY-MM-DD",
+        "  vocabulary source 56 symbols: ' ,-./0123456789ABCDEFGJLMNOPRSTUVWYabcdefghijlmnoprstuvy'; "
+        "target 11 symbols: '0123456789-'",
+        "  params     first_year=1950, last_year=2049",
+        "  metric     free_seq_acc: dates entirely right, decoding from the model's own predictions",
+        f"  example    {src!r} -> {tgt!r}",
+        "  specs      seq2seq_attention"]
+
+
+def test_task_examples_hold_their_rule():
+    import re
+    out = {n: main("tasks", n)[1] for n in ("reverse", "adding", "parity")}
+    ex = lambda n: next(l for l in out[n].splitlines() if l.startswith("  example")).split(None, 1)[1]  # noqa: E731
+    a, b = re.fullmatch(r"'(\w+)' -> '(\w+)'", ex("reverse")).groups()
+    assert b == a[::-1] and set(a) <= set("abcdefghijkl") and 3 <= len(a) <= 10
+    i, xi, j, xj, y = re.fullmatch(r"marked x\[(\d+)\] = ([\d.]+), x\[(\d+)\] = ([\d.]+) -> ([\d.]+)", ex("adding")).groups()
+    assert int(i) < 25 <= int(j) < 50 and abs(float(xi) + float(xj) - float(y)) <= 0.0015
+    bits, parity = re.fullmatch(r"'([01]+)' -> ([01])", ex("parity")).groups()
+    assert bits.count("1") % 2 == int(parity)
+    code, _, err = main("tasks", "datez")
+    assert code == 2 and err.strip() == ("graphspec: unknown task 'datez'; did you mean 'dates'? (tasks: adding, "
+                                         "addition, bits, charlm, copy, copy_memory, dates, neighbours, parity, "
+                                         "reverse, sort, words)")
