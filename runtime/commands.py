@@ -189,7 +189,7 @@ def cmd_eval(args):
     model, task, meta = restore(args.ckpt, args.data)
     check_batch_fits(model, task, int(meta["cfg"]["batch"]), meta["seed"] + 1)    # the batch a checkpoint names
     res = evaluate_split(model, task, meta["cfg"], args.split, args.batches, seed=meta["seed"] + 1)
-    print(json.dumps(res))
+    print(json.dumps(dict(res, checkpoint_step=meta.get("step"))))
     return 0
 
 

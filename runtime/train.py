@@ -30,6 +30,7 @@ from .model import Model
 from .online import Online
 from .optim import Optimizer, clip_by_global_norm, learning_rate
 from .rundir import MetricsLog, check_run_dir, cut_metrics, open_run_dir, read_gradnorm, save_npy, save_npz
+from .rundir import environment, record_environment
 
 
 # ---------------------------------------------------------------- setup
@@ -524,6 +525,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     try:
         if not resume:
             commit(0, {})         # from here on the directory can always be resumed
+        # after the first commit: a run killed before it is started again, not resumed
+        record_environment(out, environment(meta["spec"]))
         for step in range(start, total):
             if stop or (stop_after is not None and step - start >= stop_after):
                 raise KeyboardInterrupt
@@ -559,10 +562,10 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 result = evaluate(model, task, cfg, seed=seed)
                 result["step"] = step + 1
-                log.append(dict(result, split="valid"))
+                improved = result["loss"] < best_loss
+                log.append(dict(result, split="valid", best=True) if improved else dict(result, split="valid"))
                 bar.write("valid " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in result.items()))
-                improved = result["loss"] < best_loss
                 if improved:
                     best_loss = result["loss"]
                     save_checkpoint(best, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result))
@@ -606,6 +609,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
             result.update(task.quality(E))
     if watch.stopped:
         result["stopped"] = watch.stopped
+    if watch.best_step is not None:
+        result["best_step"] = watch.best_step       # the step best.npz holds
     return result
 
 

@@ -358,3 +358,43 @@ def test_task_examples_hold_their_rule():
     assert code == 2 and err.strip() == ("graphspec: unknown task 'datez'; did you mean 'dates'? (tasks: adding, "
                                          "addition, bits, charlm, copy, copy_memory, dates, neighbours, parity, "
                                          "reverse, sort, words)")
+
+
+# ---------------------------------------------------------------- 2. what a run directory records
+def test_a_run_records_its_environment_and_the_step_of_best(tmp_path):
+    import platform
+    import subprocess
+    import numba
+    spec = _ff_spec(tmp_path, "train: {batch: 8, steps: 12, eval_every: 3, lr: 0.3}")
+    code, out, err = main("train", spec, "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    env = rec["environment"]
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        version = next(l.split('"')[1] for l in f if l.startswith("version"))
+    assert env["graphspec"] == version and env["python"] == platform.python_version()
+    assert env["packages"]["numpy"] == np.__version__ and env["packages"]["numba"] == numba.__version__
+    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:
+        assert env["git"]["graphspec"]["commit"] == head.stdout.strip()
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r.get("split") == "valid"]
+    lowest = min(valid, key=lambda r: r["loss"])
+    assert [r["step"] for r in valid if r.get("best")] == [r["step"] for i, r in enumerate(valid)
+                                                          if r["loss"] < min([x["loss"] for x in valid[:i]], default=math.inf)]
+    best_meta = json.loads(str(np.load(tmp_path / "run" / "best.npz")["meta"]))
+    assert best_meta["step"] == lowest["step"] == json.loads(out)["best_step"]
+    code, out, _ = main("eval", tmp_path / "run" / "best.npz")
+    assert json.loads(out)["checkpoint_step"] == lowest["step"]
+
+
+def test_a_resumption_in_another_environment_is_added_to_the_record(tmp_path):
+    from runtime.rundir import record_environment
+    a, b = {"python": "3.11.7", "packages": {"numpy": "1"}}, {"python": "3.12.1", "packages": {"numpy": "2"}}
+    record_environment(str(tmp_path), a)
+    first = (tmp_path / "run.json").read_bytes()
+    record_environment(str(tmp_path), a)
+    assert (tmp_path / "run.json").read_bytes() == first
+    record_environment(str(tmp_path), b)
+    record_environment(str(tmp_path), b)
+    assert json.loads((tmp_path / "run.json").read_text()) == {"environment": a, "resumed_in": [b]}
