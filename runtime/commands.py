@@ -23,14 +23,16 @@ MAX_EVAL_BATCHES = 100_000
 
 def register(sub):
     s = sub.add_parser("train", help="train a spec on its built-in task or a data file")
-    s.add_argument("spec")
+    s.add_argument("spec", help="a spec file (YAML)")
     s.add_argument("--task", help="a built-in task (default: the spec's data.task)")
     s.add_argument("--data", help="a data file: TSV source<TAB>target pairs, or plain text")
-    s.add_argument("--steps", type=flags.spec_value("train", "steps"))
-    s.add_argument("--epochs", type=flags.number(float, 0, lo_open=True))
-    s.add_argument("--batch", type=flags.spec_value("train", "batch"))
-    s.add_argument("--lr", type=flags.spec_value("train", "lr"))
-    s.add_argument("--seed", type=flags.spec_value("train", "seed"))
+    s.add_argument("--steps", type=flags.spec_value("train", "steps"), help="training steps (the spec's train.steps)")
+    s.add_argument("--epochs", type=flags.number(float, 0, lo_open=True),
+                   help="train for this many passes over the training split instead of --steps")
+    s.add_argument("--batch", type=flags.spec_value("train", "batch"), help="batch size (the spec's train.batch)")
+    s.add_argument("--lr", type=flags.spec_value("train", "lr"), help="learning rate (the spec's train.lr)")
+    s.add_argument("--seed", type=flags.spec_value("train", "seed"),
+                   help="seed of the initial params, the batches and every random draw (the spec's train.seed)")
     s.add_argument("--out", default=None, help="run directory (default runs/NAME)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     s.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds an earlier run")
@@ -42,8 +44,8 @@ def register(sub):
     s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("eval", help="evaluate a checkpoint on validation (or test) data")
-    s.add_argument("ckpt")
+    s = sub.add_parser("eval", help="evaluate a checkpoint on the whole validation (or test) split")
+    s.add_argument("ckpt", help="a checkpoint: RUN_DIR/best.npz or RUN_DIR/last.npz")
     s.add_argument("--split", default="valid", choices=["valid", "test"],
                    help="the held-out split to evaluate on (docs/data.md: how each is chosen)")
     s.add_argument("--batches", type=flags.number(int, 1, MAX_EVAL_BATCHES), default=None,
@@ -53,7 +55,7 @@ def register(sub):
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("predict", help="decode inputs with a trained encoder-decoder: TEXT, or a file of lines")
-    s.add_argument("ckpt")
+    s.add_argument("ckpt", help="a checkpoint of an encoder-decoder (RUN_DIR/best.npz)")
     s.add_argument("text", nargs="*", help="inputs to decode (or --input)")
     s.add_argument("--input", "-i", metavar="FILE", help="decode every non-empty line of FILE ('-': stdin)")
     s.add_argument("-o", "--output", metavar="FILE",
@@ -67,7 +69,7 @@ def register(sub):
     s.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("generate", help="sample text from a trained language model")
-    s.add_argument("ckpt")
+    s.add_argument("ckpt", help="a checkpoint of a language model (RUN_DIR/best.npz)")
     s.add_argument("--prompt", default="", help="the text to continue (default: none)")
     s.add_argument("--input", "-i", metavar="FILE",
                    help="one sample per non-empty line of FILE ('-': stdin), written as JSON lines "
@@ -84,34 +86,36 @@ def register(sub):
     s.set_defaults(fn=cmd_tasks)
 
     s = sub.add_parser("neighbors", help="nearest words of a trained embedding")
-    s.add_argument("ckpt")
-    s.add_argument("word", nargs="?")
+    s.add_argument("ckpt", help="a checkpoint of a model with an embedding table (RUN_DIR/best.npz)")
+    s.add_argument("word", nargs="?", help="the word whose nearest words to list (by cosine)")
     s.add_argument("--analogy", nargs=3, metavar=("A", "B", "C"), help="b - a + c")
-    s.add_argument("-k", type=flags.number(int, 1, MAX_NEIGHBORS), default=10)
+    s.add_argument("-k", type=flags.number(int, 1, MAX_NEIGHBORS), default=10, help="how many words (default 10)")
     s.set_defaults(fn=cmd_neighbors)
 
     s = sub.add_parser("export", help="a trained model as ONNX (checked by ONNX Runtime), or its word "
                                       "vectors in word2vec's format")
-    s.add_argument("ckpt")
+    s.add_argument("ckpt", help="a checkpoint (RUN_DIR/best.npz)")
     s.add_argument("-o", "--output", required=True, help="model.onnx | vectors.txt | vectors.bin")
-    s.add_argument("--format", default="onnx", choices=["onnx", "word2vec"])
+    s.add_argument("--format", default="onnx", choices=["onnx", "word2vec"],
+                   help="onnx: the model (docs/export.md); word2vec: its word vectors (default onnx)")
     s.add_argument("--binary", action="store_true", help="word2vec's binary format (default: text)")
     s.add_argument("--param", help="the table to write as word vectors (default: the one the model looks up)")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)")
-    s.add_argument("specs", nargs="+")
-    s.add_argument("--tol", type=flags.number(float, 0, lo_open=True), default=1e-6)
+    s.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
+    s.add_argument("--tol", type=flags.number(float, 0, lo_open=True), default=1e-6,
+                   help="the largest relative error that passes (default 1e-6)")
     s.set_defaults(fn=cmd_gradcheck)
 
     s = sub.add_parser("viz", help="draw the folded graph, or the unrolled one with --unroll N")
-    s.add_argument("spec")
+    s.add_argument("spec", help="a spec file (YAML)")
     s.add_argument("-o", "--output", required=True, help="out.svg | out.png | out.dot")
     s.add_argument("--unroll", type=flags.number(int, 1, MAX_UNROLL), help="steps per axis to unroll")
     s.set_defaults(fn=cmd_viz)
 
     s = sub.add_parser("plot", help="loss curves, gradient norm over time, attention, eigenvalues")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="a run directory (runs/NAME)")
     s.add_argument("-o", "--output", help="directory for the PNGs (default: the run directory)")
     s.set_defaults(fn=cmd_plot)
 

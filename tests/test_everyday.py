@@ -398,3 +398,57 @@ def test_a_resumption_in_another_environment_is_added_to_the_record(tmp_path):
     record_environment(str(tmp_path), b)
     record_environment(str(tmp_path), b)
     assert json.loads((tmp_path / "run.json").read_text()) == {"environment": a, "resumed_in": [b]}
+
+
+# ---------------------------------------------------------------- 8. --version, help, file modes
+def test_version():
+    import platform
+    import numba
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        version = next(l.split('"')[1] for l in f if l.startswith("version"))
+    code, out, _ = main("--version")
+    assert code == 0
+    assert out == f"graphspec {version} (Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__})\n"
+
+
+def test_every_option_of_every_verb_has_help():
+    import argparse
+    import cli
+    p = cli.build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 14
+    missing = [f"{name} {a.option_strings or a.dest}" for name, sp in sub.choices.items() for a in sp._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize("umask", [0o027, 0o002])
+def test_checkpoints_have_the_file_mode_of_the_rest_of_the_run(tmp_path, umask):
+    spec = _ff_spec(tmp_path, "train: {batch: 8, steps: 4, eval_every: 2}")
+    old = os.umask(umask)
+    try:
+        code, _, err = main("train", spec, "--out", tmp_path / "run", "--quiet")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    modes = {n: os.stat(tmp_path / "run" / n).st_mode & 0o777 for n in os.listdir(tmp_path / "run")}
+    assert set(modes) >= {"last.npz", "best.npz", "metrics.jsonl", "run.json", "run.lock"}
+    assert set(modes.values()) == {0o666 & ~umask}
+
+
+def test_links_in_the_docs_resolve_and_concepts_name_every_spec():
+    import glob
+    import re
+    pages = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    broken = []
+    for page in pages:
+        with open(page, encoding="utf-8") as f:
+            for target in re.findall(r"\]\(([^)#\s]+)", f.read()):
+                if "://" not in target and not os.path.exists(os.path.join(os.path.dirname(page), target)):
+                    broken.append(f"{os.path.relpath(page, ROOT)}: {target}")
+    assert broken == []
+    with open(os.path.join(ROOT, "docs", "concepts.md"), encoding="utf-8") as f:
+        text = f.read()
+    specs = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
+    assert [s for s in specs if f"`{s}`" not in text] == []
+    assert [int(n) for n in re.findall(r"^## (\d+)\.", text, re.M)] == list(range(1, 12))
