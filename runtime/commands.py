@@ -26,6 +26,12 @@ def register(sub):
     s.add_argument("spec", help="a spec file (YAML)")
     s.add_argument("--task", help="a built-in task (default: the spec's data.task)")
     s.add_argument("--data", help="a data file: TSV source<TAB>target pairs, or plain text")
+    s.add_argument("--tokens", choices=["chars", "words"],
+                   help="a --data file's tokens: characters (default) or words (split at white space)")
+    s.add_argument("--min-count", type=flags.number(int, 1, 1_000_000), metavar="N",
+                   help="a --data file's vocabulary: tokens seen fewer than N times in training read as <unk>")
+    s.add_argument("--max-vocab", type=flags.number(int, 1, 10_000_000), metavar="N",
+                   help="a --data file's vocabulary: at most the N most frequent tokens (--tokens words)")
     s.add_argument("--steps", type=flags.spec_value("train", "steps"), help="training steps (the spec's train.steps)")
     s.add_argument("--epochs", type=flags.number(float, 0, lo_open=True),
                    help="train for this many passes over the training split instead of --steps")
@@ -76,7 +82,7 @@ def register(sub):
                         "{\"prompt\": ..., \"text\": ...}")
     s.add_argument("-o", "--output", metavar="FILE", help="write the samples to FILE instead of stdout")
     s.add_argument("--temperature", type=flags.number(float, 0), default=0.8, help="0: always the likeliest")
-    s.add_argument("--length", type=flags.number(int, 0, MAX_GENERATE), default=200, help="characters to sample")
+    s.add_argument("--length", type=flags.number(int, 0, MAX_GENERATE), default=200, help="tokens to sample (characters, or words for a word model)")
     s.add_argument("--seed", type=flags.spec_value("train", "seed"), default=0,
                    help="seed of the sampling (the Nth prompt of --input samples with seed + N - 1)")
     s.set_defaults(fn=cmd_generate)
@@ -134,7 +140,8 @@ def cmd_train(args):
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
               progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite,
-              options={"stop_at_target": args.stop_at_target, "patience": args.patience})
+              options={"stop_at_target": args.stop_at_target, "patience": args.patience,
+                       "tokens": args.tokens, "min_count": args.min_count, "max_vocab": args.max_vocab})
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
     for k, want in target.items():
@@ -163,7 +170,7 @@ def restore(path: str, mode_data=None):
             raise UserError(f"{path} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
                             f"now {spec_hash(spec)})")
         g0 = graphspec.load(spec)
-        task = make_task(g0, mode_data or meta.get("data"), meta.get("task"))
+        task = make_task(g0, mode_data or meta.get("data"), meta.get("task"), meta.get("data_options"))
         bind = bind_dims(g0, task)
         model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
         load_state(ck, model)
@@ -238,7 +245,8 @@ def cmd_predict(args):
     out = Output(args.output)
     for n, (where, text) in enumerate(inputs, 1):
         try:
-            hyps = beam_search(model, src_vocab, tgt_vocab, text, beam=beam, max_len=args.max_len)
+            hyps = beam_search(model, src_vocab, tgt_vocab, text, beam=beam, max_len=args.max_len,
+                               tokens=getattr(task, "tokens", "chars"))
         except UserError as e:
             if where is None:
                 raise
@@ -262,7 +270,8 @@ def cmd_generate(args):
     _needs("generate", args.ckpt, model, task, meta)
     out = Output(args.output)
     for i, (where, prompt) in enumerate(prompts):
-        text = sample_text(model, task.vocab, prompt, args.length, args.temperature, args.seed + i)
+        text = sample_text(model, task.vocab, prompt, args.length, args.temperature, args.seed + i,
+                           tokens=getattr(task, "tokens", "chars"))
         out.line(json.dumps({"prompt": prompt, "text": text}) if args.input is not None else text)
     out.close()
     return 0

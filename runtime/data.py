@@ -107,6 +107,24 @@ def tokenize(text: str, how: str) -> list:
     return list(text) if how == "chars" else text.split()
 
 
+def detokenize(tokens, how: str) -> str:
+    """Tokens back to text: characters joined, words spaced (a "\n" token ends a line)."""
+    if how == "chars":
+        return "".join(tokens)
+    out = ""
+    for t in tokens:
+        out += t if t == "\n" or not out or out.endswith("\n") else " " + t
+    return out
+
+
+def text_words(text: str) -> list:
+    """A text's words, each line ending in a "\n" token (so a model learns where lines end)."""
+    words = []
+    for line in text.splitlines():
+        words += line.split() + ["\n"]
+    return words
+
+
 def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
     """TSV `source<TAB>target` lines -> [(source tokens, target tokens)]."""
     out = []

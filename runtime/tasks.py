@@ -505,6 +505,30 @@ def get_task(name: str, **params) -> Task:
 
 
 
+class WordLM(CharLM):
+    """word-level language modelling on a text file (--data FILE --tokens words)"""
+    name = "wordlm"
+    tokens = "words"
+    params = {"length": 32, "min_count": 1, "max_vocab": 0}
+    param_bounds = {"max_vocab": (0, 10_000_000)}         # 0: no limit
+
+    def __init__(self, text: str, **params):
+        from .data import text_words
+        Task.__init__(self, **params)
+        words = text_words(text)
+        p = self.p
+        n = len(words)
+        # the vocabulary of the training part: a word seen only in held-out text is <unk>, as new text's would be
+        self.vocab = Vocab.build([words[:int(n * 0.9)]], min_count=p["min_count"],
+                                 max_size=p["max_vocab"] + 4 if p["max_vocab"] else None)
+        self.ids = np.array(self.vocab.encode(words), np.int64)
+        self.bounds = {"train": (0, int(n * 0.9)), "valid": (int(n * 0.9), int(n * 0.95)), "test": (int(n * 0.95), n)}
+        for split, (lo, hi) in self.bounds.items():
+            if hi - lo < p["length"] + 2:
+                raise ValueError(f"the {split} split has {hi - lo} words, too few for windows of {p['length']} "
+                                 f"(use a shorter data.length or more text)")
+
+
 # ---------------------------------------------------------------- `graphspec tasks`: what each one is
 # The metric a spec on each task is judged by (its train.target), and what it means.
 METRICS = {

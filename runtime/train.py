@@ -41,17 +41,24 @@ def spec_hash(path: str) -> str:
         raise UserError(f"{path}: {e}") from None
 
 
-def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None):
+DATA_OPTIONS = ("tokens", "min_count", "max_vocab")      # train flags that shape a data file's vocabulary
+
+
+def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None,
+              data_options: Optional[dict] = None):
     from . import tasks as T
     cfg = dict(g.data or {})
     name = task_name or cfg.pop("task", None)
     cfg.pop("task", None)
     if not name and not data_path:
         raise UserError("the spec has no data.task and no --task/--data was given")
+    if data_options and not data_path:
+        raise UserError(f"--{next(iter(data_options)).replace('_', '-')}: the vocabulary options apply to a --data "
+                        f"file; a built-in task has its own vocabulary (graphspec tasks)")
     try:
         if data_path:
             from .userdata import user_task
-            return user_task(data_path, g, cfg)
+            return user_task(data_path, g, cfg, data_options)
         return T.get_task(name, **cfg)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
@@ -217,7 +224,7 @@ def split_batches(task, split: str, B: int):
             y, ym, yl = pad_batch([task.tgt_vocab.encode(t, add_eos=True) for _, t in chunk])
             return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
         return (pairs(data[i:i + B]) for i in range(0, len(data), B))
-    if getattr(task, "name", "") == "charlm":     # one stream: back-to-back windows, each token predicted once
+    if getattr(task, "name", "") in ("charlm", "wordlm"):     # one stream: back-to-back windows, each token predicted once
         L = task.p["length"]
         lo, hi = task.bounds[split]
         starts = np.arange(lo, hi - L, L)          # the targets of a window run to start + L < hi
@@ -462,7 +469,9 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("seed", seed)):
         if v is not None:
             cfg[k] = v
-    task = make_task(g0, data_path, task_name)
+    options = dict(options or {})
+    data_options = {k: options.pop(k) for k in DATA_OPTIONS if options.get(k) is not None}
+    task = make_task(g0, data_path, task_name, data_options)
     bind = bind_dims(g0, task)
     g = graphspec.load(spec, bind=bind)
     tables = make_tables(g, task)
@@ -480,6 +489,8 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec), "spec_text": read(spec).text,
             "bind": bind, "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
             "vocab": _vocab_json(task)}
+    if data_options:
+        meta["data_options"] = data_options
     with open_run_dir(out, resume, overwrite):       # locked until the training ends
         return _train(out, model, opt, task, meta, resume, progress, stop_after)
 

@@ -5,25 +5,27 @@ vocabularies come from the training split (docs/data.md)."""
 from __future__ import annotations
 
 from .data import MAX_PAIR_TOKENS, DataError, Vocab, load_pairs, pad_batch, split_three
-from .tasks import CharLM, Task, Words, rng_for
+from .tasks import CharLM, Task, WordLM, Words, rng_for
 
 
 class Pairs(Task):
     """source<TAB>target pairs from a file"""
     name = "pairs"
 
-    def __init__(self, path: str, max_len=None, min_count: int = 1):
+    def __init__(self, path: str, max_len=None, min_count: int = 1, tokens: str = "chars", max_vocab: int = 0):
         super().__init__()
         if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int)
                                     or not 1 <= max_len <= MAX_PAIR_TOKENS):
             raise DataError(f"data.max_len must be an integer from 1 to {MAX_PAIR_TOKENS}, got {max_len!r}")
-        pairs = load_pairs(path, max_len=max_len)
+        self.tokens = tokens
+        pairs = load_pairs(path, max_len=max_len, tokens=tokens)
         try:
             split = split_three(pairs, "pair(s)")
         except ValueError as e:
             raise DataError(f"{path}: {e}") from None
-        self.src_vocab = Vocab.build([s for s, _ in split["train"]], min_count=min_count)
-        self.tgt_vocab = Vocab.build([t for _, t in split["train"]], min_count=min_count)
+        most = max_vocab + 4 if max_vocab else None          # the 4 reserved tokens on top
+        self.src_vocab = Vocab.build([s for s, _ in split["train"]], min_count=min_count, max_size=most)
+        self.tgt_vocab = Vocab.build([t for _, t in split["train"]], min_count=min_count, max_size=most)
         self.vocab = self.tgt_vocab
         # length bucketing: examples sorted by length, a batch drawn from one window of similar
         # lengths, so little of a batch is padding
@@ -44,20 +46,32 @@ class Pairs(Task):
         return max(1, len(self.splits["train"]) // B)
 
 
-def user_task(path: str, g, cfg: dict) -> Task:
+def user_task(path: str, g, cfg: dict, options: dict = None) -> Task:
+    """options: the vocabulary flags of train (tokens, min_count, max_vocab), given ones only."""
+    options = options or {}
     from .data import read_text
     text = read_text(path)
     if any("\t" in line for line in text[:1 << 16].splitlines()[:5]):
-        return Pairs(path, max_len=cfg.get("max_len"))
+        return Pairs(path, max_len=cfg.get("max_len"), **options)
     text = "\n".join(text.splitlines()) + "\n"
     has_axis = any(n.op == "input" and n.axis for n in g.nodes.values())
+    if has_axis and options.get("tokens") == "words":
+        return WordLM(text=text, length=cfg.get("length", 32),
+                      **{k: v for k, v in options.items() if k != "tokens"})
     if has_axis:
-        task = CharLM(text=text, length=cfg.get("length", 64), min_count=1)
+        if "max_vocab" in options:
+            raise DataError("--max-vocab: a character model keeps every character seen --min-count times; "
+                            "use --tokens words for a word vocabulary")
+        task = CharLM(text=text, length=cfg.get("length", 64), min_count=options.get("min_count", 1))
         if len(task.ids) < 20 * task.p["length"]:
             raise DataError(f"{path}: {len(task.ids)} characters is too little text for windows of "
                             f"{task.p['length']}; give at least {20 * task.p['length']}")
         return task
+    if options.get("tokens") == "chars" or "max_vocab" in options:
+        raise DataError("--tokens chars / --max-vocab: a word-vector model reads the words of the text, "
+                        "every word seen min_count times (--min-count N)")
     params = {k: v for k, v in cfg.items() if k in Words.params}
+    params.update({k: v for k, v in options.items() if k == "min_count"})
     task = Words(text=text, **params)
     if len(task.ids) < 100:
         raise DataError(f"{path}: only {len(task.ids)} words occur at least min_count times; "

@@ -452,3 +452,77 @@ def test_links_in_the_docs_resolve_and_concepts_name_every_spec():
     specs = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
     assert [s for s in specs if f"`{s}`" not in text] == []
     assert [int(n) for n in re.findall(r"^## (\d+)\.", text, re.M)] == list(range(1, 12))
+
+
+# ---------------------------------------------------------------- 7. word-level vocabularies
+WORDS = "the a cat dog sat ran on under mat log big small red".split()
+
+
+def _word_pairs(path, n=200):
+    rng = np.random.default_rng(3)
+    lines = []
+    for _ in range(n):
+        s = [WORDS[int(i)] for i in rng.zipf(1.6, rng.integers(2, 6)) % len(WORDS)]
+        lines.append(f"{' '.join(s)}\t{' '.join(s[::-1])}")
+    path.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def test_word_pairs_with_min_count_and_max_vocab(tmp_path):
+    from collections import Counter
+    from runtime.data import split_three
+    lines = _word_pairs(tmp_path / "pairs.tsv")
+    spec = tmp_path / "s2s.yaml"
+    spec.write_text(spec_text("seq2seq.yaml", ("steps: 3000", "steps: 2, eval_every: 2")))
+    code, _, err = main("train", spec, "--data", tmp_path / "pairs.tsv", "--tokens", "words", "--min-count", "2",
+                        "--max-vocab", "6", "--out", tmp_path / "run", "--quiet", "--batch", "4")
+    assert code == 0, err
+    train = split_three([l.split("\t")[0].split() for l in lines])["train"]
+    counts = Counter(w for s in train for w in s)
+    want = sorted((w for w, c in counts.items() if c >= 2), key=lambda w: (-counts[w], w))[:6]
+    meta = json.loads(str(np.load(tmp_path / "run" / "last.npz")["meta"]))
+    assert meta["vocab"]["src_vocab"] == want
+    assert meta["data_options"] == {"tokens": "words", "min_count": 2, "max_vocab": 6}
+    code, out, err = main("predict", tmp_path / "run" / "last.npz", "the cat sat", "--max-len", "5")
+    assert code == 0, err
+    assert set(out.split()) <= set(meta["vocab"]["tgt_vocab"]) | {"<unk>"} and "  " not in out
+
+
+def test_a_word_language_model_from_a_text_file(tmp_path, tiny):
+    from collections import Counter
+    from runtime.data import text_words
+    rng = np.random.default_rng(4)
+    text = "".join(" ".join(WORDS[int(i) % len(WORDS)] for i in rng.zipf(1.5, rng.integers(3, 9))) + "\n"
+                   for _ in range(400))
+    (tmp_path / "text.txt").write_text(text)
+    code, _, err = main("train", tiny["elman"], "--data", tmp_path / "text.txt", "--tokens", "words",
+                        "--max-vocab", "8", "--out", tmp_path / "run", "--quiet")
+    assert code == 0, err
+    words = text_words(text)
+    counts = Counter(words[:int(len(words) * 0.9)])
+    want = sorted(counts, key=lambda w: (-counts[w], w))[:8]
+    meta = json.loads(str(np.load(tmp_path / "run" / "last.npz")["meta"]))
+    assert meta["vocab"]["vocab"] == want
+    from runtime.data import RESERVED
+    prompt = " ".join([w for w in want if w != "\n"][:2])
+    code, out, err = main("generate", tmp_path / "run" / "last.npz", "--prompt", prompt, "--length", "6")
+    assert code == 0, err
+    more = out[len(prompt):]
+    more = more[:-1]                         # print's newline
+    assert out.startswith(prompt) and more[0] in " \n" and len(more.split()) + more.count("\n") == 6
+    assert set(more.split()) <= set(want) | set(RESERVED)
+    code, out, err = main("eval", tmp_path / "run" / "last.npz", "--split", "test")
+    assert code == 0 and json.loads(out)["whole_split"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--tokens", "words"), "graphspec: --tokens: the vocabulary options apply to a --data file; a built-in task "
+                            "has its own vocabulary (graphspec tasks)"),
+    (("--data", "TEXT", "--max-vocab", "5"), "graphspec: --max-vocab: a character model keeps every character seen "
+                                             "--min-count times; use --tokens words for a word vocabulary"),
+])
+def test_vocabulary_options_that_do_not_apply(tmp_path, tiny, args, message):
+    (tmp_path / "text.txt").write_text("some words here\n" * 200)
+    args = [str(tmp_path / "text.txt") if a == "TEXT" else a for a in args]
+    code, _, err = main("train", tiny["elman"], *args, "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and err.strip() == message
