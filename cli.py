@@ -116,20 +116,42 @@ def cmd_schema(args):
 
 
 # ---------------------------------------------------------------- dispatch
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (no import of numba for the parser)."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import platform
+        from importlib import metadata
+        from runtime.rundir import package_version
+        parts = [f"Python {platform.python_version()}"]
+        for name in ("numpy", "numba"):
+            try:
+                parts.append(f"{name} {metadata.version(name)}")
+            except metadata.PackageNotFoundError:
+                pass
+        print(f"graphspec {package_version()} ({', '.join(parts)})")
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from graphspec.passes import PASSES
     p = Parser(prog="graphspec", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action=_Version, help="print graphspec's version (and Python's, numpy's, numba's)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="VERB")
 
     s = sub.add_parser("validate", help="check specs; an OK line per file, or the errors")
-    s.add_argument("specs", nargs="+")
+    s.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
     s.set_defaults(fn=cmd_validate)
 
     s = sub.add_parser("compile", help="compile a spec and summarise (or print) the plan")
-    s.add_argument("spec")
+    s.add_argument("spec", help="a spec file (YAML)")
     s.add_argument("--len", action="append", type=flags.length, metavar="T|AXIS=T",
                    help="sequence length (per axis: src=12)")
-    s.add_argument("--batch", type=flags.spec_value("train", "batch"), default=32)
+    s.add_argument("--batch", type=flags.spec_value("train", "batch"), default=32,
+                   help="batch size to compile for (default 32)")
     s.add_argument("--bind", action="append", type=flags.bind, metavar="DIM=N",
                    help="a dim's size: one the data would bind (V=60), or another to try")
     s.add_argument("--plan", action="store_true", help="print the plan, one equation a line")
@@ -138,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_compile)
 
     s = sub.add_parser("render", help="print the spec fully expanded, every default filled in")
-    s.add_argument("spec")
+    s.add_argument("spec", help="a spec file (YAML)")
     s.set_defaults(fn=cmd_render)
 
     s = sub.add_parser("schema", help="print the JSON Schema of specs")

@@ -63,7 +63,10 @@ def build_schema() -> dict:
         "properties": {
             "optimizer": {"enum": ["sgd", "momentum", "adam"]},
             "lr": {"type": "number", "exclusiveMinimum": 0},
-            "schedule": {"enum": ["constant", "linear", "step", "exponential"]},
+            "schedule": {"enum": ["constant", "linear", "cosine", "step", "exponential"],
+                         "description": "the learning rate over the run (after the warm-up): constant; linear "
+                                        "to 1e-4 lr; cosine, half a cosine down to 0; step, times decay every "
+                                        "decay_every steps; exponential, decay ** (step / decay_every)"},
             "decay": {"type": "number"}, "decay_every": {"type": "integer", "minimum": 1},
             "momentum": {"type": "number", "minimum": 0, "maximum": 1},
             "weight_decay": {"type": "number", "minimum": 0},
@@ -76,6 +79,15 @@ def build_schema() -> dict:
             "target": {"type": "object", "additionalProperties": False,
                        "description": "the metric this spec must reach: {metric: value}",
                        "properties": {m: {"type": "number"} for m in METRICS}},
+            "warmup": {"type": "integer", "minimum": 0,
+                       "description": "steps over which the rate rises linearly to lr before the schedule starts"},
+            "stop_at_target": {"type": "boolean", "description": "stop at the first validation that reaches "
+                                                                 "every metric of target (--stop-at-target)"},
+            "patience": {"type": "integer", "minimum": 1,
+                         "description": "stop after this many validations without a lower validation loss"},
+            "keep_best": {"type": "integer", "minimum": 1, "maximum": 100,
+                          "description": "keep the checkpoints of the K lowest validation losses as "
+                                         "best-stepS.npz (best.npz is always the lowest)"},
         }}
     spec = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

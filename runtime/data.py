@@ -107,6 +107,24 @@ def tokenize(text: str, how: str) -> list:
     return list(text) if how == "chars" else text.split()
 
 
+def detokenize(tokens, how: str) -> str:
+    """Tokens back to text: characters joined, words spaced (a "\n" token ends a line)."""
+    if how == "chars":
+        return "".join(tokens)
+    out = ""
+    for t in tokens:
+        out += t if t == "\n" or not out or out.endswith("\n") else " " + t
+    return out
+
+
+def text_words(text: str) -> list:
+    """A text's words, each line ending in a "\n" token (so a model learns where lines end)."""
+    words = []
+    for line in text.splitlines():
+        words += line.split() + ["\n"]
+    return words
+
+
 def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
     """TSV `source<TAB>target` lines -> [(source tokens, target tokens)]."""
     out = []
@@ -128,6 +146,22 @@ def load_pairs(path: str, max_len=None, tokens: str = "chars") -> list:
     if not out:
         raise DataError(f"{path}: no pairs found")
     return out
+
+
+HELD_OUT = 0.05      # of a data file's examples: the share each of valid and test holds
+
+
+def split_three(examples: list, what: str = "examples") -> dict:
+    """train / valid / test of a data file's examples: one fixed shuffle (the same for every run
+    and --seed: a file sorted by length or topic would otherwise hold out only its tail), then
+    the last 5% (at least one) is test, the 5% before it valid, the rest train."""
+    n = len(examples)
+    if n < 3:
+        raise ValueError(f"{n} {what}; need at least 3 (one each for training, validation and test)")
+    k = max(1, round(n * HELD_OUT))
+    order = np.random.default_rng(0).permutation(n)
+    shuffled = [examples[i] for i in order]
+    return {"train": shuffled[:n - 2 * k], "valid": shuffled[n - 2 * k:n - k], "test": shuffled[n - k:]}
 
 
 def load_text(path: str, tokens: str = "chars") -> list:

@@ -79,12 +79,15 @@ def _step_logits(model: Model, node: str, t: int) -> np.ndarray:
     return model.current.view(node)[b.pre + t].astype(np.float64)
 
 
-def beam_search(model: Model, src_vocab, tgt_vocab, text: str, beam: int = 1, max_len: int = 40):
-    """[(decoded text, log probability)], best first. beam=1 is greedy decoding."""
+def beam_search(model: Model, src_vocab, tgt_vocab, text: str, beam: int = 1, max_len: int = 40,
+                tokens: str = "chars"):
+    """[(decoded text, log probability)], best first. beam=1 is greedy decoding. tokens: the
+    vocabularies' unit, chars or words."""
+    from .data import detokenize, tokenize
     src, tgt = _inputs(model)
     if src is None or tgt is None or src.axis == tgt.axis:
         raise UserError("predict needs an encoder-decoder spec (a source input and a target input on two axes)")
-    ids = src_vocab.encode(list(text))
+    ids = src_vocab.encode(tokenize(text, tokens))
     if not ids:
         raise UserError("predict: the input text is empty")
     logits, _ = _logits_node(model)
@@ -111,7 +114,7 @@ def beam_search(model: Model, src_vocab, tgt_vocab, text: str, beam: int = 1, ma
             break
     done += hyps
     done.sort(key=lambda c: -c[1])
-    return [("".join(tgt_vocab.decode(seq)), score) for seq, score in done[:beam]]
+    return [(detokenize(tgt_vocab.decode(seq), tokens), score) for seq, score in done[:beam]]
 
 
 def next_beam(cands: list, beam: int, done: list, eos: int = 3) -> list:
@@ -126,12 +129,15 @@ def next_beam(cands: list, beam: int, done: list, eos: int = 3) -> list:
     return hyps
 
 
-def sample_text(model: Model, vocab, prompt: str, length: int, temperature: float, seed: int) -> str:
-    """Sample characters one at a time from softmax(o / temperature), reading back the last 64."""
+def sample_text(model: Model, vocab, prompt: str, length: int, temperature: float, seed: int,
+                tokens: str = "chars") -> str:
+    """Sample tokens (characters or words) one at a time from softmax(o / temperature), reading
+    back the last 64."""
+    from .data import detokenize, tokenize
     logits, _ = _logits_node(model)
     src, _ = _inputs(model)
     rng = np.random.default_rng(seed)
-    ids = vocab.encode(list(prompt)) or [vocab.encode(["\n"])[0] if "\n" in getattr(vocab, "itos", []) else 4]
+    ids = vocab.encode(tokenize(prompt, tokens)) or [vocab.encode(["\n"])[0] if "\n" in getattr(vocab, "itos", []) else 4]
     out = list(ids)
     window = 64
     for _ in range(length):
@@ -147,7 +153,9 @@ def sample_text(model: Model, vocab, prompt: str, length: int, temperature: floa
         p = np.exp(z - z.max())
         p /= p.sum()
         out.append(int(rng.choice(len(p), p=p)))
-    return prompt + "".join(vocab.decode(out[len(ids):], strip=False))
+    more = detokenize(vocab.decode(out[len(ids):], strip=False), tokens)
+    space = tokens == "words" and prompt and more and not prompt.endswith((" ", "\n")) and not more.startswith("\n")
+    return prompt + (" " if space else "") + more
 
 
 def embedding_matrix(model: Model) -> np.ndarray:
@@ -187,3 +195,49 @@ def analogy(model: Model, vocab, a: str, b: str, c: str, k: int = 10):
     sims = U @ (q / np.linalg.norm(q))
     order = [i for i in np.argsort(-sims) if i not in (ia, ib, ic) and i > 3][:k]
     return [(vocab.decode([i], strip=False)[0], float(sims[i])) for i in order]
+
+
+# ---------------------------------------------------------------- many inputs, one output
+def read_inputs(path: str) -> list:
+    """[(line number, text)] of the non-empty lines of PATH (or of stdin for '-'), bounded as
+    data files are (32 MiB, UTF-8, a regular file)."""
+    import sys
+    from graphspec.limits import MAX_DATA_BYTES
+    from .data import DataError, read_text
+    if path == "-":
+        raw = sys.stdin.buffer.read(MAX_DATA_BYTES + 1)
+        if len(raw) > MAX_DATA_BYTES:
+            raise DataError(f"--input -: stdin holds more than {MAX_DATA_BYTES} bytes; split it")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise DataError(f"--input -:{line}: not UTF-8 "
+                            f"(byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        name = "stdin"
+    else:
+        text, name = read_text(path), path
+    rows = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise DataError(f"{name}: no input lines")
+    return rows
+
+
+class Output:
+    """Lines to stdout as they come, or to -o FILE written whole at the end (atomically: a
+    failed or interrupted run leaves no half file)."""
+
+    def __init__(self, path=None):
+        self.path, self.lines = path, []
+
+    def line(self, text: str):
+        if self.path is None:
+            print(text, flush=True)
+        else:
+            self.lines.append(text)
+
+    def close(self):
+        if self.path is not None:
+            from .rundir import write_atomic
+            data = "".join(x + "\n" for x in self.lines).encode("utf-8")
+            write_atomic(self.path, lambda f: f.write(data))

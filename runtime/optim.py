@@ -123,11 +123,20 @@ def clip_by_global_norm(g: np.ndarray, max_norm: float, support: Support = None)
 
 
 def learning_rate(cfg: dict, step: int, total: int) -> float:
+    """The rate of step `step` (0-based) of `total`. With `warmup: W`, steps 0..W-1 rise linearly
+    to lr (lr (step + 1) / W), and the schedule then runs over the remaining total - W steps as
+    if they were the whole run."""
     lr, kind = float(cfg["lr"]), cfg.get("schedule", "constant")
+    warm = int(cfg.get("warmup") or 0)
+    if step < warm:
+        return lr * (step + 1) / warm
+    step, total = step - warm, total - warm
     if kind == "constant":
         return lr
     if kind == "linear":                      # to 1e-4 of lr at the last step (word2vec's schedule)
         return lr * max(1e-4, 1.0 - step / max(total, 1))
+    if kind == "cosine":                      # half a cosine from lr down to 0 after the last step
+        return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
     if kind == "step":
         return lr * float(cfg.get("decay", 0.5)) ** (step // int(cfg.get("decay_every", 1000)))
     if kind == "exponential":

@@ -3,8 +3,12 @@
     metrics.jsonl   one JSON object a line, appended (train steps and validations)
     gradnorm.npy    ||dL/dh(t)|| per logged step, rewritten whole (small)
     best.npz        the checkpoint with the lowest validation loss so far
+    best-stepS.npz  with train.keep_best: K, the checkpoints of the K lowest validation losses
     last.npz        the latest checkpoint: the commit record of the whole directory
     attention.npz   one example's attention weights, written at the end
+    run.json        what reproduces the run: graphspec's version, Python's, the packages' and the
+                    platform's, the GEMM path, the git commit (and whether the tree had changes)
+                    of graphspec's source and of the spec's directory, where either is a checkout
     run.lock        held (flock) by the training that owns the directory
 
 The commit protocol: before last.npz says step S, everything the logs hold up to S is on disk
@@ -35,6 +39,7 @@ from graphspec.limits import BadFile, check_regular
 
 RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "gradnorm.npy", "attention.npz")
 LOCK = "run.lock"
+RECORD = "run.json"
 TMP = ".tmp-"
 
 
@@ -157,8 +162,15 @@ def _lock(out: str):
     return f
 
 
+def kept_checkpoints(out: str) -> list:
+    """best-stepS.npz: the checkpoints `keep_best` keeps, in step order."""
+    import re
+    names = [n for n in os.listdir(out) if re.fullmatch(r"best-step[0-9]+\.npz", n)] if os.path.isdir(out) else []
+    return sorted(names, key=lambda n: int(n[9:-4]))
+
+
 def earlier_files(out: str) -> list:
-    return [n for n in RUN_FILES if os.path.lexists(os.path.join(out, n))]
+    return [n for n in RUN_FILES + (RECORD,) if os.path.lexists(os.path.join(out, n))] + kept_checkpoints(out)
 
 
 def check_run_dir(out: str, resume: bool, overwrite: bool, locked: bool = False) -> list:
@@ -310,3 +322,84 @@ def read_gradnorm(path: str) -> Optional[np.ndarray]:
     except Exception as e:
         raise UserError(f"{path}: not a gradient-norm log ({' '.join(str(e).split())}); move it away") from None
     return np.asarray(arr, np.float64)
+
+
+# ---------------------------------------------------------------- run.json: what reproduces a run
+PACKAGES = ("numpy", "numba", "llvmlite", "scipy", "PyYAML", "jsonschema", "networkx", "tqdm")
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def package_version() -> str:
+    """graphspec's version: this checkout's pyproject.toml, else the installed package's."""
+    import re
+    try:
+        with open(os.path.join(SOURCE, "pyproject.toml"), encoding="utf-8") as f:
+            m = re.search(r'^version\s*=\s*"([^"]+)"', f.read(), re.M)
+        if m:
+            return m.group(1)
+    except OSError:
+        pass
+    from importlib import metadata
+    try:
+        return metadata.version("graphspec")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def git_state(path: str) -> Optional[dict]:
+    """{commit, dirty} of the git checkout holding path; None outside one (or without git)."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", path, *args], capture_output=True, text=True, timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def environment(spec: str) -> dict:
+    """What a run depends on besides its spec, data and seed (none of it varies between a run
+    and its resumption on the same machine: no time, host name or command line)."""
+    import platform
+    from importlib import metadata
+    from .cpu import GEMM_PATH
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    env = {"graphspec": package_version(), "python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine(), "gemm": GEMM_PATH, "packages": packages,
+           "git": {"graphspec": git_state(SOURCE)}}
+    spec_dir = os.path.dirname(os.path.abspath(spec))
+    spec_git = git_state(spec_dir)
+    if spec_git is not None and spec_git != env["git"]["graphspec"]:
+        env["git"]["spec"] = spec_git
+    return env
+
+
+def record_environment(out: str, env: dict):
+    """run.json: the environment the run started in; a resumption in another one is appended
+    (`resumed_in`), so the record says every environment the run's steps were computed in."""
+    path = os.path.join(out, RECORD)
+    rec = {"environment": env}
+    if os.path.exists(path):
+        regular(path, 1 << 20, "run record")
+        try:
+            with open(path, encoding="utf-8") as f:
+                rec = json.load(f)
+            if not isinstance(rec, dict) or "environment" not in rec:
+                raise ValueError("no environment")
+        except ValueError as e:
+            raise UserError(f"{path}: not a run record ({e}); move it away") from None
+        if env == rec["environment"] or env in rec.get("resumed_in", []):
+            return
+        rec.setdefault("resumed_in", []).append(env)
+    data = (json.dumps(rec, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    write_atomic(path, lambda f: f.write(data))

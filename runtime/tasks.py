@@ -516,3 +516,122 @@ def get_task(name: str, **params) -> Task:
         raise ValueError(f"unknown task '{name}'{hint} (tasks: {', '.join(sorted(TASKS))})")
     return TASKS[name](**params)
 
+
+
+class WordLM(CharLM):
+    """word-level language modelling on a text file (--data FILE --tokens words)"""
+    name = "wordlm"
+    tokens = "words"
+    params = {"length": 32, "min_count": 1, "max_vocab": 0}
+    param_bounds = {"max_vocab": (0, 10_000_000)}         # 0: no limit
+
+    def __init__(self, text: str, **params):
+        from .data import text_words
+        Task.__init__(self, **params)
+        words = text_words(text)
+        p = self.p
+        n = len(words)
+        # the vocabulary of the training part: a word seen only in held-out text is <unk>, as new text's would be
+        self.vocab = Vocab.build([words[:int(n * 0.9)]], min_count=p["min_count"],
+                                 max_size=p["max_vocab"] + 4 if p["max_vocab"] else None)
+        self.ids = np.array(self.vocab.encode(words), np.int64)
+        self.bounds = {"train": (0, int(n * 0.9)), "valid": (int(n * 0.9), int(n * 0.95)), "test": (int(n * 0.95), n)}
+        for split, (lo, hi) in self.bounds.items():
+            if hi - lo < p["length"] + 2:
+                raise ValueError(f"the {split} split has {hi - lo} words, too few for windows of {p['length']} "
+                                 f"(use a shorter data.length or more text)")
+
+
+# ---------------------------------------------------------------- `graphspec tasks`: what each one is
+# The metric a spec on each task is judged by (its train.target), and what it means.
+METRICS = {
+    "copy": "free_seq_acc: outputs entirely right, decoding from the model's own predictions",
+    "reverse": "free_seq_acc: outputs entirely right, decoding from the model's own predictions",
+    "sort": "free_seq_acc: outputs entirely right, decoding from the model's own predictions",
+    "addition": "free_seq_acc: sums entirely right, decoding from the model's own predictions",
+    "dates": "free_seq_acc: dates entirely right, decoding from the model's own predictions",
+    "adding": "mse of the sum (predicting 1, the mean, scores about 0.167)",
+    "copy_memory": "acc over every step, the blanks included (blanks alone score (gap + remember + 1) / "
+                   "(gap + 2 remember + 1), 0.86 at the defaults)",
+    "parity": "acc: the share of parities right",
+    "bits": "acc: the share of parities right",
+    "neighbours": "acc: the share of tags right",
+    "charlm": "ppl: per-character perplexity on held-out text",
+    "words": "neighbours: the share of a frequent word's 10 nearest neighbours found in its windows "
+             "(random vectors score about 0.25)",
+}
+
+
+def _draws(t: Task) -> str:
+    p = t.p
+    if isinstance(t, Copy):
+        return f"a string of {p['min_len']}..{p['max_len']} letters from '{t.symbols}' (the vocabulary: a-z)"
+    if isinstance(t, Addition):
+        return f"two integers of 1..{p['max_digits']} digits each, written 'a+b'; the target is their sum"
+    if isinstance(t, Dates):
+        return (f"a day from {p['first_year']}-01-01 to {p['last_year']}-12-31, written in one of "
+                f"{len(DATE_FORMATS)} formats; the target is YYYY-MM-DD")
+    if isinstance(t, Adding):
+        return (f"{p['length']} steps of (a value uniform in [0, 1), a marker); two steps marked, one in each "
+                f"half; the target is the sum of the two marked values")
+    if isinstance(t, CopyMemory):
+        return (f"{p['remember']} symbols drawn from {p['symbols']}, {p['gap']} blanks, a delimiter; the target is "
+                f"blanks, then the {p['remember']} symbols again")
+    if isinstance(t, Parity):
+        return f"{p['min_len']}..{p['max_len']} bits; the target is their parity (one label per sequence)"
+    if isinstance(t, Bits):
+        return f"{p['n']} bits as one real vector; the target is their parity"
+    if isinstance(t, Neighbours):
+        return (f"{p['min_len']}..{p['max_len']} digits; each is tagged with its previous and next digit "
+                f"('-' at an end)")
+    if isinstance(t, CharLM):
+        return (f"windows of {p['length']} characters of standard-library docstrings (characters seen fewer "
+                f"than {p['min_count']} times read as <unk>); the target is the next character")
+    if isinstance(t, Words):
+        return (f"{p['mode']} examples: a word and its context within {p['window']} words (shrunk at random), "
+                f"words seen fewer than {p['min_count']} times dropped, frequent ones subsampled ({p['sample']})")
+    return ""
+
+
+def _show(vocab, limit: int = 60) -> str:
+    toks = vocab.itos[4:]
+    text = "".join(toks) if all(len(x) == 1 for x in toks) else " ".join(toks)
+    return f"{len(toks)} symbols: {text[:limit]!r}{'...' if len(text) > limit else ''}"
+
+
+def _example(t: Task) -> str:
+    """One training example (seed 0, step 0), as text."""
+    b = t.batch("train", 1, 0, seed=0)
+    if isinstance(t, Words):
+        w = lambda i: t.vocab.itos[int(i)]  # noqa: E731
+        ctx = np.ravel(b["context"])
+        return f"{w(b['center'][0])} ~ {' '.join(w(i) for i in ctx if i >= 0)}"
+    if isinstance(t, Adding):
+        x = b["x"][:, 0]
+        i, j = np.flatnonzero(x[:, 1])
+        return f"marked x[{i}] = {x[i, 0]:.3f}, x[{j}] = {x[j, 0]:.3f} -> {b['y'][0, 0]:.3f}"
+    if isinstance(t, Bits):
+        return f"{''.join(str(int(v)) for v in b['x'][0])} -> {int(b['y'][0])}"
+    src = getattr(t, "src_vocab", None) or t.vocab
+    tgt = getattr(t, "tgt_vocab", None) or t.vocab
+    n = int(b["x_len"][0]) if "x_len" in b else b["x"].shape[0]
+    x = "".join(src.decode(b["x"][:n, 0], strip=False))
+    if b["y"].ndim == 1:
+        return f"{x!r} -> {int(b['y'][0])}"
+    m = int(b["y_len"][0]) if "y_len" in b else (n if "x_len" in b else b["y"].shape[0])
+    ys = tgt.decode(b["y"][:m, 0], strip=isinstance(t, Seq2Seq))      # an encoder-decoder's <eos> is not shown
+    y = " ".join(ys) if any(len(s) > 1 for s in ys) else "".join(ys)
+    if isinstance(t, CharLM):
+        return f"{x[:40]!r}... -> {y[:40]!r}... (the same text, one character on)"
+    return f"{x!r} -> {y!r}"
+
+
+def describe(name: str) -> dict:
+    """What `graphspec tasks` prints of a task, at its default parameters."""
+    t = get_task(name)
+    vocab = (f"source {_show(t.src_vocab)}; target {_show(t.tgt_vocab)}" if getattr(t, "src_vocab", None) is not None
+             and t.src_vocab is not t.tgt_vocab else _show(t.vocab) if getattr(t, "vocab", None) is not None
+             else "none: real values and labels")
+    return {"task": name, "doc": (t.__doc__ or "").strip().splitlines()[0], "draws": _draws(t), "vocab": vocab,
+            "params": ", ".join(f"{k}={v}" for k, v in t.params.items()) or "none",
+            "metric": METRICS.get(name, ""), "example": _example(t)}

@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -29,6 +30,7 @@ from .model import Model
 from .online import Online
 from .optim import Optimizer, clip_by_global_norm, learning_rate
 from .rundir import MetricsLog, check_run_dir, cut_metrics, open_run_dir, read_gradnorm, save_npy, save_npz
+from .rundir import environment, record_environment
 
 
 # ---------------------------------------------------------------- setup
@@ -39,17 +41,24 @@ def spec_hash(path: str) -> str:
         raise UserError(f"{path}: {e}") from None
 
 
-def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None):
+DATA_OPTIONS = ("tokens", "min_count", "max_vocab")      # train flags that shape a data file's vocabulary
+
+
+def make_task(g, data_path: Optional[str] = None, task_name: Optional[str] = None,
+              data_options: Optional[dict] = None):
     from . import tasks as T
     cfg = dict(g.data or {})
     name = task_name or cfg.pop("task", None)
     cfg.pop("task", None)
     if not name and not data_path:
         raise UserError("the spec has no data.task and no --task/--data was given")
+    if data_options and not data_path:
+        raise UserError(f"--{next(iter(data_options)).replace('_', '-')}: the vocabulary options apply to a --data "
+                        f"file; a built-in task has its own vocabulary (graphspec tasks)")
     try:
         if data_path:
             from .userdata import user_task
-            return user_task(data_path, g, cfg)
+            return user_task(data_path, g, cfg, data_options)
         return T.get_task(name, **cfg)
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
@@ -206,6 +215,60 @@ def evaluate(model: Model, task, cfg: dict, split: str = "valid", batches: int =
     return res
 
 
+def split_batches(task, split: str, B: int):
+    """The whole of a split, in a fixed order, as batches of at most B; None for a task that
+    draws its examples from the seed (an endless stream has no whole)."""
+    from .data import pad_batch
+    if isinstance(getattr(task, "splits", None), dict) and hasattr(task, "src_vocab"):      # a pairs file
+        data = task.splits[split]
+
+        def pairs(chunk):
+            x, xm, xl = pad_batch([task.src_vocab.encode(s) for s, _ in chunk])
+            y, ym, yl = pad_batch([task.tgt_vocab.encode(t, add_eos=True) for _, t in chunk])
+            return {"x": x, "x_mask": xm, "x_len": xl, "y": y, "y_mask": ym, "y_len": yl}
+        return (pairs(data[i:i + B]) for i in range(0, len(data), B))
+    if getattr(task, "name", "") in ("charlm", "wordlm"):     # one stream: back-to-back windows, each token predicted once
+        L = task.p["length"]
+        lo, hi = task.bounds[split]
+        starts = np.arange(lo, hi - L, L)          # the targets of a window run to start + L < hi
+
+        def windows(st):
+            idx = st[None, :] + np.arange(L)[:, None]
+            ones = np.ones((L, len(st)), np.float32)
+            return {"x": task.ids[idx], "y": task.ids[idx + 1], "x_mask": ones, "y_mask": ones}
+        return (windows(starts[i:i + B]) for i in range(0, len(starts), B))
+    return None
+
+
+def evaluate_split(model: Model, task, cfg: dict, split: str, max_batches=None, seed: int = 0) -> dict:
+    """`graphspec eval`: the whole split, in order (the first max_batches batches of it when
+    given), the same numbers every time; a task that draws its examples from the seed is
+    evaluated on max_batches (default 8) batches drawn with `seed`."""
+    B = int(cfg["batch"])
+    batches = split_batches(task, split, B)
+    if batches is None:
+        n = max_batches or 8
+        res = evaluate(model, task, cfg, split=split, batches=n, seed=seed)
+        return dict(res, split=split, examples=n * B, whole_split=False)
+    has_free = "free" in model.graphs or _has_teacher_forcing(model)
+    total, acc, free, examples = 0.0, {}, {}, 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        batch = round_lengths(batch, model)
+        _, b = model.shape_of(batch)
+        total += model.forward(batch, mode="eval", seed=seed + i) * b      # the loss is a mean over the batch
+        examples += b
+        for k, v in batch_metrics(model, batch).items():
+            acc[k] = acc.get(k, 0) + v
+        if has_free:
+            for k, v in free_running_metrics(model, batch, seed + i).items():
+                free[k] = free.get(k, 0.0) + v * b
+    res = summarize(acc, total / max(examples, 1), 1, examples)
+    res.update({k: v / max(examples, 1) for k, v in free.items()})
+    return dict(res, split=split, examples=examples, whole_split=max_batches is None)
+
+
 def _has_teacher_forcing(model: Model) -> bool:
     return any(n.op == "input" and n.attrs.get("target") and n.init is not None
                for n in model.graph.nodes.values())
@@ -230,40 +293,139 @@ def load_state(ck: "ckpt.Checkpoint", model: Model, opt: Optional[Optimizer] = N
 
 
 # ---------------------------------------------------------------- the loop
-class Progress:
-    """tqdm on a terminal; plain log lines (every ~5%) otherwise."""
+def data_sizes(task, data_path: Optional[str] = None) -> str:
+    """What the run trains on and how much of it each split holds."""
+    src = f"{data_path}" if data_path else f"task {getattr(task, 'name', '?')}"
+    if hasattr(task, "splits"):                        # examples held in memory (a pairs file)
+        unit, n = "pairs", {k: len(v) for k, v in task.splits.items()}
+    elif hasattr(task, "bounds"):                      # one token stream cut in three
+        unit = "words" if getattr(task, "name", "") == "words" or getattr(task, "tokens", "") == "words" \
+            else "characters"
+        n = {k: hi - lo for k, (lo, hi) in task.bounds.items()}
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in getattr(task, "p", {}).items())
+        return f"{src}{f' ({params})' if params else ''}: examples drawn from the seed, every split its own stream"
+    same = " (test = valid)" if task_splits_shared(task) else ""
+    return f"{src}: " + " / ".join(f"{k} {n[k]:,}" for k in ("train", "valid", "test") if k in n) + f" {unit}{same}"
 
-    def __init__(self, total: int, start: int, enabled: bool = True):
+
+def task_splits_shared(task) -> bool:
+    """A split that is the same data as another one (then it says nothing new)."""
+    if hasattr(task, "splits"):
+        return task.splits.get("test") is task.splits.get("valid")
+    b = getattr(task, "bounds", {})
+    return b.get("test") is not None and b.get("test") == b.get("valid")
+
+
+def startup_header(model: Model, task, meta: dict, out: str, start: int) -> str:
+    """What a run is about to do, printed before its first step (which may compile for a minute)."""
+    cfg = meta["cfg"]
+    learn = [b for b in model.param_buffers if b.learn]
+    n = sum(int(np.prod(b.shape)) for b in learn)
+    sched = cfg.get("schedule", "constant")
+    if cfg.get("warmup"):
+        sched += f", {int(cfg['warmup'])} warm-up steps"
+    stop = []
+    if cfg.get("stop_at_target") and cfg.get("target"):
+        stop.append("at the target " + ", ".join(f"{k} {v}" for k, v in cfg["target"].items()))
+    if cfg.get("patience"):
+        stop.append(f"after {int(cfg['patience'])} validations without a better loss")
+    lines = [f"{model.graph.name}: {n:,} learnable params in {len(learn)} tensors",
+             f"  data      {data_sizes(task, meta.get('data'))}",
+             f"  training  {int(cfg['steps']):,} steps of batch {int(cfg['batch'])}, {cfg.get('optimizer', 'adam')} "
+             f"lr {cfg['lr']:g} ({sched}), validation every {int(cfg['eval_every'])} steps"
+             + (f"; stops early {' or '.join(stop)}" if stop else ""),
+             f"  run dir   {out}" + (f" (resuming at step {start})" if start else "")]
+    return "\n".join(lines)
+
+
+class Progress:
+    """Progress on stderr: tqdm on a terminal, plain lines (every ~5%) otherwise.
+
+    A run's first step compiles the numba kernels it has not cached yet (a minute or more the
+    first time): a ticker says so while it waits, and the rate and ETA count from the end of the
+    first step, never the compile (counting it once gave ETA 4418s for a two-minute run)."""
+    NOTICE_AFTER = 2.0        # seconds of a first step before saying it is compiling
+    TICK = 10.0               # seconds between elapsed-time lines while it still is
+
+    def __init__(self, total: int, start: int, enabled: bool = True, stream=None, clock=time.perf_counter):
         self.total, self.start = total, start
-        self.tty = enabled and sys.stderr.isatty()
         self.enabled = enabled
-        self.t0 = time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.tty = enabled and self.stream.isatty()
+        self.clock = clock
+        self.t_begin = clock()
+        self.t0 = None            # the end of the first step
+        self.first = None         # steps done at that moment
         self.bar = None
+        self.every = max(1, total // 20)
+        self.noticed = False
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._ticker = None
+        if enabled and start < total:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self):
+        wait = self.NOTICE_AFTER
+        while not self._done.wait(wait):
+            with self._lock:
+                if self._done.is_set():
+                    return
+                el = self.clock() - self.t_begin
+                msg = (f"compiling kernels for the first step: {el:.0f}s (numba; later runs load them "
+                       f"from its cache)")
+                if self.tty:
+                    print("\r" + msg + "\x1b[K", end="", file=self.stream, flush=True)
+                else:
+                    print(msg, file=self.stream, flush=True)
+                self.noticed = True
+            wait = self.TICK
+
+    def _first_step(self, step: int, loss: float):
+        self._done.set()
+        with self._lock:            # a tick line in the middle of being written ends first
+            pass
+        self.t0, self.first = self.clock(), step + 1
+        took = self.t0 - self.t_begin
+        if self.noticed:
+            if self.tty:
+                print("\r\x1b[K", end="", file=self.stream)
+            print(f"step {step + 1}/{self.total}  loss {loss:.4f}  first step {took:.1f}s (kernels compiled; "
+                  f"rate and ETA count from here)", file=self.stream, flush=True)
+        elif not self.tty and ((step + 1) % self.every == 0 or step + 1 == self.total):
+            print(f"step {step + 1}/{self.total}  loss {loss:.4f}", file=self.stream, flush=True)
         if self.tty:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
-        self.every = max(1, total // 20)
+            self.bar = tqdm(total=self.total, initial=step + 1, unit="step", dynamic_ncols=True, file=self.stream)
 
     def update(self, step: int, loss: float, tokens_per_s: float):
         if not self.enabled:
+            return
+        if self.t0 is None:
+            self._first_step(step, loss)
             return
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
         elif (step + 1) % self.every == 0 or step + 1 == self.total:
-            el = time.perf_counter() - self.t0
-            rate = (step + 1 - self.start) / max(el, 1e-9)
+            rate = (step + 1 - self.first) / max(self.clock() - self.t0, 1e-9)
             eta = (self.total - step - 1) / max(rate, 1e-9)
             print(f"step {step + 1}/{self.total}  loss {loss:.4f}  {rate:.1f} steps/s  "
-                  f"{tokens_per_s:,.0f} tokens/s  ETA {eta:.0f}s", file=sys.stderr, flush=True)
+                  f"{tokens_per_s:,.0f} tokens/s  ETA {eta:.0f}s", file=self.stream, flush=True)
 
     def write(self, msg: str):
         if self.bar is not None:
-            self.bar.write(msg)
+            self.bar.write(msg, file=self.stream)
         elif self.enabled:
-            print(msg, file=sys.stderr, flush=True)
+            with self._lock:
+                if self.tty and self.noticed and self.t0 is None:
+                    print("\r\x1b[K", end="", file=self.stream)
+                print(msg, file=self.stream, flush=True)
 
     def close(self):
+        self._done.set()
         if self.bar is not None:
             self.bar.close()
 
@@ -299,21 +461,27 @@ def grad_norms_over_time(model: Model, node: str) -> np.ndarray:
 def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optional[str] = None,
         steps: Optional[int] = None, epochs: Optional[float] = None, batch: Optional[int] = None,
         lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
-        progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False) -> dict:
+        progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False,
+        options: Optional[dict] = None) -> dict:
     """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
-    that many steps of this invocation) as if interrupted, writing last.npz: used by tests."""
+    that many steps of this invocation) as if interrupted, writing last.npz: used by tests.
+    `options`: train-section values given as flags (stop_at_target, patience)."""
     check_run_dir(out, resume, overwrite)
     g0 = graphspec.load(spec)
     cfg = train_config(g0)
     for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("seed", seed)):
         if v is not None:
             cfg[k] = v
-    task = make_task(g0, data_path, task_name)
+    options = dict(options or {})
+    data_options = {k: options.pop(k) for k in DATA_OPTIONS if options.get(k) is not None}
+    task = make_task(g0, data_path, task_name, data_options)
     bind = bind_dims(g0, task)
     g = graphspec.load(spec, bind=bind)
     tables = make_tables(g, task)
     if epochs is not None:
         cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
+    cfg.update({k: v for k, v in (options or {}).items() if v is not None})
+    check_stopping(cfg)
     B, seed = int(cfg["batch"]), int(cfg["seed"])
     model = Model(spec, bind=bind, seed=seed, tables=tables)
     if not model.nlearn or not g.losses:
@@ -326,6 +494,8 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec), "spec_text": read(spec).text,
             "bind": bind, "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
             "vocab": _vocab_json(task)}
+    if data_options:
+        meta["data_options"] = data_options
     with open_run_dir(out, resume, overwrite):       # locked until the training ends
         return _train(out, model, opt, task, meta, resume, progress, stop_after)
 
@@ -340,11 +510,19 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     metrics_path = os.path.join(out, "metrics.jsonl")
     start, best_loss, result = 0, math.inf, {}
     gradnorm_rows = []
+    watch = Watch(cfg, out)
     if resume:
         start, best_loss, result = _resume(last, meta["spec_hash"], model, opt)
         cut_metrics(metrics_path, start)
         gradnorm_rows = _load_gradnorms(out, start)
+        watch.resume(last)
+        if watch.stopped:
+            print(f"{out}: this run stopped early at step {start} ({watch.stopped}); nothing to resume",
+                  file=sys.stderr)
+            return dict(result, stopped=watch.stopped)
     log = MetricsLog(metrics_path)
+    if progress:
+        print(startup_header(model, task, meta, out, start), file=sys.stderr, flush=True)
     bar = Progress(total, start, progress)
     states = state_nodes(model)
     eval_every = int(cfg["eval_every"])
@@ -354,7 +532,7 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         """Logs durable up to step `done`, then last.npz says `done` (see runtime/rundir.py)."""
         log.sync()
         _save_gradnorms(out, gradnorm_rows)
-        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics))
+        save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics, **watch.state()))
         committed[0] = done
 
     step = start
@@ -363,6 +541,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     try:
         if not resume:
             commit(0, {})         # from here on the directory can always be resumed
+        # after the first commit: a run killed before it is started again, not resumed
+        record_environment(out, environment(meta["spec"]))
         for step in range(start, total):
             if stop or (stop_after is not None and step - start >= stop_after):
                 raise KeyboardInterrupt
@@ -398,14 +578,21 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
             if (step + 1) % eval_every == 0 or step + 1 == total:
                 result = evaluate(model, task, cfg, seed=seed)
                 result["step"] = step + 1
-                log.append(dict(result, split="valid"))
+                improved = result["loss"] < best_loss
+                log.append(dict(result, split="valid", best=True) if improved else dict(result, split="valid"))
                 bar.write("valid " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                for k, v in result.items()))
-                if result["loss"] < best_loss:
+                if improved:
                     best_loss = result["loss"]
                     save_checkpoint(best, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result))
+                why = watch.validated(step + 1, step + 1 == total, result, improved, best_loss, lambda path: save_checkpoint(
+                    path, model, opt, step + 1, dict(meta, best_loss=best_loss, metrics=result)))
                 commit(step + 1, result)
-        step = total
+                if why:
+                    bar.write(f"stopping early at step {step + 1}: {why}")
+                    break
+        else:
+            step = total
     except KeyboardInterrupt:
         _restore_sigint(old_handler)
         done = step              # steps start .. step-1 are complete; step was not begun
@@ -436,7 +623,85 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         E = _embedding(model)
         if E is not None:
             result.update(task.quality(E))
+    if watch.stopped:
+        result["stopped"] = watch.stopped
+    if watch.best_step is not None:
+        result["best_step"] = watch.best_step       # the step best.npz holds
     return result
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric in ("ppl", "mse", "loss")
+
+
+def check_stopping(cfg: dict):
+    """Train-section values that only make sense together, checked before any work."""
+    if cfg.get("stop_at_target") and not cfg.get("target"):
+        raise UserError("train.stop_at_target: the spec has no train.target to stop at")
+    if int(cfg.get("warmup") or 0) >= int(cfg["steps"]):
+        raise UserError(f"train.warmup {cfg['warmup']}: not fewer than the run's {cfg['steps']} steps")
+
+
+class Watch:
+    """What the validation losses decide: stopping early (at the target, with stop_at_target;
+    after `patience` validations without a lower loss) and which checkpoints to keep (keep_best:
+    the K lowest, as best-stepS.npz). Its state travels in last.npz's meta, so a resumed run
+    decides exactly as an uninterrupted one."""
+
+    def __init__(self, cfg: dict, out: str):
+        self.out = out
+        self.target = dict(cfg.get("target") or {}) if cfg.get("stop_at_target") else {}
+        self.patience = int(cfg.get("patience") or 0)
+        self.keep = int(cfg.get("keep_best") or 0)
+        self.best_step, self.bad, self.top, self.stopped = None, 0, [], None
+
+    def state(self) -> dict:
+        return {"best_step": self.best_step, "bad_evals": self.bad, "top": [list(x) for x in self.top],
+                "stopped": self.stopped}
+
+    def resume(self, last: str):
+        ck = ckpt.open_checkpoint(last)
+        try:
+            m = ck.meta
+        finally:
+            ck.close()
+        self.best_step, self.bad = m.get("best_step"), int(m.get("bad_evals") or 0)
+        self.top, self.stopped = [(float(a), int(b)) for a, b in m.get("top") or []], m.get("stopped")
+        from .rundir import kept_checkpoints
+        kept = {self.path(s) for _, s in self.top}
+        for name in kept_checkpoints(self.out):      # written after the checkpoint we resume from
+            if os.path.join(self.out, name) not in kept:
+                os.unlink(os.path.join(self.out, name))
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.out, f"best-step{step}.npz")
+
+    def validated(self, step: int, final: bool, result: dict, improved: bool, best_loss: float,
+                  save) -> Optional[str]:
+        """After a validation: keep its checkpoint if it ranks (save(path) writes it); the reason
+        to stop here, or None (always at the final step: the run ends anyway)."""
+        if improved:
+            self.best_step, self.bad = step, 0
+        else:
+            self.bad += 1
+        if self.keep:
+            self.top = sorted(self.top + [(float(result["loss"]), step)])
+            if (float(result["loss"]), step) in self.top[:self.keep]:
+                save(self.path(step))
+            for _, s in self.top[self.keep:]:
+                if os.path.exists(self.path(s)):
+                    os.unlink(self.path(s))
+            self.top = self.top[:self.keep]
+        if final:
+            return None
+        if self.target and all(k in result for k in self.target) and all(
+                (result[k] <= v) if _lower_is_better(k) else (result[k] >= v) for k, v in self.target.items()):
+            self.stopped = "target " + ", ".join(f"{k} {'<=' if _lower_is_better(k) else '>='} {v} ({result[k]:.4g})"
+                                                 for k, v in self.target.items()) + " reached"
+        elif self.patience and self.bad >= self.patience:
+            self.stopped = (f"no lower validation loss in {self.bad} validations (the lowest, {best_loss:.4g}, "
+                            f"at step {self.best_step})")
+        return self.stopped
 
 
 def steps_for_epochs(task, epochs: float, batch: int) -> int:

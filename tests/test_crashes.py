@@ -107,7 +107,7 @@ def test_a_fresh_run_never_wipes_an_earlier_runs_files(tiny, tmp_path):
     os.unlink(run / "last.npz")                           # best.npz and metrics.jsonl, no last.npz
     before = {n: (run / n).read_bytes() for n in os.listdir(run)}
     code, out, err = main("train", tiny["ff"], "--out", run, "--quiet")
-    assert (code, err.strip()) == (2, f"graphspec: {run} holds an earlier run (best.npz, metrics.jsonl); continue it "
+    assert (code, err.strip()) == (2, f"graphspec: {run} holds an earlier run (best.npz, metrics.jsonl, run.json); continue it "
                                       f"with --resume, train into another --out, or pass --overwrite to start again")
     code, out, err = main("train", tiny["ff"], "--out", run, "--quiet", "--resume")
     assert (code, err.strip()) == (2, f"graphspec: --resume: {run / 'last.npz'} does not exist; run without --resume "
@@ -137,7 +137,7 @@ def test_leftover_temp_files_of_a_killed_run_are_removed(tiny, tmp_path):
     (run / ".tmp-999-last.npz").write_bytes(b"half a checkpoint")
     code, out, err = main("train", tiny["ff"], "--out", run, "--quiet", "--resume", "--steps", "6")
     assert code == 0, err
-    assert sorted(os.listdir(run)) == ["best.npz", "last.npz", "metrics.jsonl", "run.lock"]
+    assert sorted(os.listdir(run)) == ["best.npz", "last.npz", "metrics.jsonl", "run.json", "run.lock"]
 
 
 def test_a_full_disk_leaves_the_last_checkpoint_intact(tiny, tmp_path):

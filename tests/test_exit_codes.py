@@ -18,7 +18,7 @@ import cli
 from runtime import commands
 
 VERBS = ["validate", "compile", "render", "schema", "train", "eval", "predict", "generate", "neighbors", "export",
-         "gradcheck", "viz", "plot"]
+         "gradcheck", "viz", "plot", "tasks"]
 
 
 def invocations(tiny, tmp):
@@ -39,6 +39,7 @@ def invocations(tiny, tmp):
         "gradcheck": (["gradcheck", "specs/feedforward.yaml"], ["gradcheck", tmp / "nope.yaml"]),
         "viz": (["viz", tiny["elman"], "-o", tmp / "g.svg"], ["viz", tiny["elman"], "-o", tmp / "g.gif"]),
         "plot": (["plot", tiny["run_elman"], "-o", tmp / "pics"], ["plot", tmp / "empty"]),
+        "tasks": (["tasks", "parity"], ["tasks", "parityy"]),
     }
 
 

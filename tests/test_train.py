@@ -246,7 +246,10 @@ def test_user_pairs_train_and_predict(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     r = cli("predict", tmp_path / "run" / "last.npz", "abc", "--beam", "3")
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 3
+    assert len(r.stdout.strip().splitlines()) == 1          # the best of the beam
+    r = cli("predict", tmp_path / "run" / "last.npz", "abc", "--nbest", "3")
+    assert r.returncode == 0, r.stderr
+    assert [line.split("\t")[0] for line in r.stdout.strip().splitlines()] == ["1", "1", "1"]
 
 
 def test_generate_and_neighbors_from_checkpoints(tmp_path, cli):
