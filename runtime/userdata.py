@@ -147,6 +147,8 @@ def check_seen(task, text: str, what: str, source: bool = True):
     a symbol its task never drew: the copy tasks' vocabulary is a-z, their strings a-l) and
     decoded without a word: name them instead."""
     from .data import RESERVED
+    if getattr(task, "tokens", "chars") == "words":
+        return      # a word vocabulary (--min-count, --max-vocab) read rare words as <unk> in training too
     vocab = (getattr(task, "src_vocab", None) if source else None) or task.vocab
     drawn = getattr(task, "symbols", None) if source else None
     tokens = vocab.itos[len(RESERVED):]
