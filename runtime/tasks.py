@@ -445,12 +445,17 @@ class Words(Task):
         """(pass n, its first example) for the stream's example `at`: passes differ in length
         (the subsampling and the windows are drawn afresh), so their starts add up."""
         starts = self._starts.setdefault((split, seed), [0])
-        while True:
-            n = int(np.searchsorted(starts, at, side="right")) - 1
-            if n < len(starts) - 1:
-                return n, starts[n]
-            ends = self._pass_words(split, seed, n)[2]
-            starts.append(starts[n] + int(ends[-1]))
+        while starts[-1] <= at:
+            self.pass_start(split, seed, len(starts))
+        n = int(np.searchsorted(starts, at, side="right")) - 1
+        return n, starts[n]
+
+    def pass_start(self, split, seed, n) -> int:
+        """The stream's first example of pass n (so n passes are pass_start(split, seed, n) examples)."""
+        starts = self._starts.setdefault((split, seed), [0])
+        while len(starts) <= n:
+            starts.append(starts[-1] + int(self._pass_words(split, seed, len(starts) - 1)[2][-1]))
+        return starts[n]
 
     def draws(self, split, seed, n) -> tuple:
         """Pass n's random draws: a uniform number per word of the split (it is kept when the
