@@ -254,7 +254,9 @@ def _w2v_example(E, ids, r, W, targets, labels, nt, hs, lr, sig, h, e, dots):
         if k >= 0:
             _axpy_row(const(h, 1.0), E, k, h, 0)
             cw += 1
-    if cw == 0:
+    if cw == 0:                             # no context word: word2vec.c skips the example
+        for t in range(nt):
+            dots[t] = 0                     # (v = 0, as embed_mean gives it, for the loss)
         return
     if cw > 1:
         n = const(h, cw)
