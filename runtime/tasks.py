@@ -400,6 +400,13 @@ class Words(Task):
         self.vocab = Vocab.build([words], min_count=self.p["min_count"])
         ids = np.array(self.vocab.encode(words), np.int64)
         self.ids = ids[ids != 1]                      # unknown words dropped, as word2vec does
+        # the vocabulary's order as gensim ranks it (by count, the later first appearance first
+        # between equal counts): the Huffman tree breaks ties by it (runtime/data.py)
+        first = np.full(len(self.vocab), len(self.ids), np.int64)
+        seen, at = np.unique(self.ids, return_index=True)
+        first[seen] = at
+        self.rank = np.empty(len(self.vocab), np.int64)
+        self.rank[np.lexsort((-first, -self.vocab.counts))] = np.arange(len(self.vocab))
         counts = self.vocab.counts.astype(np.float64)
         total = counts.sum()
         f = counts / max(total, 1)

@@ -89,7 +89,7 @@ def make_tables(g, task) -> dict:
         counts = np.asarray([v.counts.get(tok, 0) for tok in v.itos] if isinstance(v.counts, dict) else v.counts)
     out = {}
     if "tree" in names:
-        out["tree"] = huffman_tree(counts)
+        out["tree"] = huffman_tree(counts, getattr(task, "rank", None))
     if "unigram" in names:
         # 10 entries per word on average: every word of the vocabulary can be drawn, and the
         # table stays small enough to sit in cache beside the vectors (50 per word cost 30%)
