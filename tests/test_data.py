@@ -200,3 +200,32 @@ def test_user_pairs_are_bucketed_by_length(tmp_path):
     path.write_text("".join(f"{'a' * n}\t{'b' * n}\n" for n in rng.integers(1, 40, 2000)))
     b = Pairs(str(path)).batch("train", 32, 0, 0)
     assert b["x_mask"].mean() > 0.9            # similar lengths: little padding
+
+
+def test_huffman_tree_is_gensims():
+    """Hierarchical softmax's vectors depend on which of two equal counts goes where about as much
+    as on the seed: the tree is gensim's, path for path (codes and inner nodes up to their
+    numbering), but for the rarest word, below which the words that never occur hang."""
+    gensim = pytest.importorskip("gensim")
+    import re
+    from gensim.test.utils import datapath
+    from runtime.data import huffman_tree
+    from runtime.tasks import Words
+    with open(datapath("lee_background.cor")) as f:
+        text = f.read()
+    sents = [re.findall(r"[a-z]+", line.lower()) for line in text.splitlines() if line.strip()]
+    m = gensim.models.Word2Vec(vector_size=8, min_count=5, hs=1, negative=0)
+    m.build_vocab(sents)
+    task = Words(text=text, mode="cbow", min_count=5)
+    tree = huffman_tree(task.vocab.counts, task.rank)
+    L = (tree.shape[1] - 1) // 2
+    node_of = {}
+    for w in m.wv.index_to_key[:-1]:
+        row = tree[task.vocab.stoi[w]]
+        n = row[0]
+        assert row[1 + L:1 + L + n].tolist() == m.wv.get_vecattr(w, "code").tolist(), w
+        for ours, theirs in zip(row[1:1 + n], m.wv.get_vecattr(w, "point")):
+            assert node_of.setdefault(ours, theirs) == theirs
+    rarest = tree[task.vocab.stoi[m.wv.index_to_key[-1]]]
+    assert rarest[0] == len(m.wv.get_vecattr(m.wv.index_to_key[-1], "code")) + 1
+    assert all(tree[w, 0] > 0 for w in range(4))            # <pad> <unk> <bos> <eos> have paths
