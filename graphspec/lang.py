@@ -120,6 +120,11 @@ class Builder:
         self._check_target()
         self.probs.raise_if_any()
         self._resolve_aliases()
+        if g.train.get("per_example") == "word2vec" and not _word2vec_form(g):
+            raise SpecError.at(self.doc.where(("train", "per_example")),
+                               "per_example: word2vec is word2vec's update rule, for the word2vec form only: "
+                               "v = E[ids] or embed_mean(E, ids) over inputs without an axis, loss "
+                               "negsample_head(v, y, V) or hsoftmax_head(v, y, V); use per_example: true")
         return g
 
     def _check_target(self):
@@ -795,3 +800,15 @@ def _all_names(scope: Scope) -> dict:
             out.setdefault(k, v)
         s = s.parent
     return out
+
+
+def _word2vec_form(g: Graph) -> bool:
+    """The graph is one lookup of a param by an input and a word2vec head on it (nothing else
+    computed), all without an axis: the only form word2vec's update rule is defined for."""
+    computed = [n for n in g.nodes.values() if n.op not in ("input", "param")]
+    if len(computed) != 2 or len(g.losses) != 1 or any(n.axis for n in g.nodes.values()):
+        return False
+    head = g.nodes[g.losses[0]]
+    look = g.nodes.get(head.args[0].node) if head.args else None
+    return (head.op in ("negsample", "hsoftmax") and look is not None and look.op in ("embed", "embed_mean")
+            and [g.nodes[a.node].op for a in look.args] == ["param", "input"])

@@ -72,8 +72,10 @@ def build_schema() -> dict:
             "weight_decay": {"type": "number", "minimum": 0},
             "clip": {"type": "number", "exclusiveMinimum": 0},
             "batch": {"type": "integer", "minimum": 1}, "steps": {"type": "integer", "minimum": 1},
-            "per_example": {"type": "boolean", "description": "word2vec's online SGD: step after every example of a "
-                                                              "batch at rate lr (optimizer sgd, no clipping)"},
+            "per_example": {"enum": [True, False, "word2vec"],
+                            "description": "a step after every example of a batch at rate lr (optimizer sgd, no "
+                                           "clipping): true, along the exact gradient of its loss; word2vec, "
+                                           "word2vec.c's and gensim's update rule (the word2vec form only)"},
             "seed": {"type": "integer", "minimum": 0}, "eval_every": {"type": "integer", "minimum": 1},
             "len": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
             "target": {"type": "object", "additionalProperties": False,
@@ -190,9 +192,9 @@ def _report(doc: Located, validator) -> None:
                 probs.add(doc.where(path), f"{keys}: a node is an equation string or {{eq: ..., init: ...}}")
             continue
         if err.validator == "enum":
-            close = did_you_mean(str(err.instance), map(str, err.validator_value))
-            probs.add(doc.where(path), f"{keys}: {err.instance!r} is not one of "
-                                       f"{', '.join(map(str, err.validator_value))}{close}")
+            allowed = [_yaml_word(v) for v in err.validator_value]
+            close = did_you_mean(str(err.instance), allowed)
+            probs.add(doc.where(path), f"{keys}: {err.instance!r} is not one of {', '.join(allowed)}{close}")
             continue
         if err.validator == "pattern" and path == ("name",):
             probs.add(doc.where(path), f"name: {err.instance!r} is not a plain name (letters, digits, _ . + -, not "
@@ -203,6 +205,11 @@ def _report(doc: Located, validator) -> None:
             continue
         probs.add(doc.where(path), f"{keys}: {err.message}")
     probs.raise_if_any()
+
+
+def _yaml_word(v) -> str:
+    """A value as the spec writes it (true, not Python's True)."""
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def check_spec(doc: Located) -> None:

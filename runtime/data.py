@@ -173,27 +173,63 @@ def load_text(path: str, tokens: str = "chars") -> list:
 
 
 # ---------------------------------------------------------------- word2vec tables
-def huffman_tree(counts) -> np.ndarray:
+class _Weighed:
+    """A tree node in the heap, ordered by its count alone (as gensim's Heapitem)."""
+    __slots__ = ("count", "node")
+
+    def __init__(self, count, node):
+        self.count, self.node = count, node
+
+    def __lt__(self, other):
+        return self.count < other.count
+
+
+def huffman_tree(counts, rank=None) -> np.ndarray:
     """The Huffman tree of word2vec's hierarchical softmax, as an int64 table [V, 1 + 2L]:
     row w = [path length n, inner nodes n_1..n_L (root first), codes d_1..d_L]. Inner nodes are
     numbered 0..V-2; d_j = 1 when the path turns to the second child. Frequent words get short
-    paths. A zero count is treated as 1 so every word has a path."""
-    counts = np.maximum(np.asarray(counts, np.int64), 1)
+    paths.
+
+    Built as gensim builds it: a heapq over the words in vocabulary order (`rank`, default: the
+    id) that compares counts only; the two lightest nodes merge, the first taken gets code 0, and
+    between equal counts the heap's own order decides. Which of two equal counts goes where
+    changes the vectors about as much as another seed does, so the bench's agreement with gensim
+    needs gensim's tree (Words.rank is gensim's vocabulary order). Words
+    with a zero count (<pad>, <unk> ...) are left out of that tree, so it is gensim's; they hang
+    below the rarest counted word, whose path alone gets one node longer, so every word has a
+    path."""
+    counts = np.asarray(counts, np.int64)
     V = len(counts)
     if V == 1:
         return np.zeros((1, 3), np.int64)
-    heap = [(int(c), i, i) for i, c in enumerate(counts)]   # (count, tiebreak, node id)
-    heapq.heapify(heap)
+    rank = np.arange(V) if rank is None else np.asarray(rank)
     parent, code = {}, {}
-    nxt = V
-    while len(heap) > 1:
-        c1, _, a = heapq.heappop(heap)
-        c2, _, b = heapq.heappop(heap)
-        parent[a], code[a] = nxt, 0
-        parent[b], code[b] = nxt, 1
-        heapq.heappush(heap, (c1 + c2, nxt, nxt))
-        nxt += 1
-    root = nxt - 1
+    nxt = [V]                           # inner nodes are V, V + 1, ... here (0, 1, ... in the table)
+
+    def merge(words):
+        """Huffman merges of `words` (in rank order); returns the root."""
+        heap = [_Weighed(int(counts[w]), w) for w in sorted(words, key=lambda w: rank[w])]
+        heapq.heapify(heap)
+        while len(heap) > 1:
+            a, b = heapq.heappop(heap), heapq.heappop(heap)
+            parent[a.node], code[a.node], parent[b.node], code[b.node] = nxt[0], 0, nxt[0], 1
+            heapq.heappush(heap, _Weighed(a.count + b.count, nxt[0]))
+            nxt[0] += 1
+        return heap[0].node
+
+    seen = [w for w in range(V) if counts[w] > 0]
+    unseen = [w for w in range(V) if counts[w] <= 0]
+    root = merge(seen or unseen)
+    if seen and unseen:                 # the unseen words' subtree and the rarest word share a node
+        lost = merge(unseen)
+        rarest = max(seen, key=lambda w: (-counts[w], rank[w]))
+        node = nxt[0]
+        nxt[0] += 1
+        if rarest == root:
+            root = node
+        else:
+            parent[node], code[node] = parent[rarest], code[rarest]
+        parent[rarest], code[rarest], parent[lost], code[lost] = node, 0, node, 1
     paths = []
     for w in range(V):
         nodes, codes, n = [], [], w

@@ -399,43 +399,86 @@ class Words(Task):
         self.vocab = Vocab.build([words], min_count=self.p["min_count"])
         ids = np.array(self.vocab.encode(words), np.int64)
         self.ids = ids[ids != 1]                      # unknown words dropped, as word2vec does
+        # the vocabulary's order as gensim ranks it (by count, the later first appearance first
+        # between equal counts): the Huffman tree breaks ties by it (runtime/data.py)
+        first = np.full(len(self.vocab), len(self.ids), np.int64)
+        seen, at = np.unique(self.ids, return_index=True)
+        first[seen] = at
+        self.rank = np.empty(len(self.vocab), np.int64)
+        self.rank[np.lexsort((-first, -self.vocab.counts))] = np.arange(len(self.vocab))
         counts = self.vocab.counts.astype(np.float64)
         total = counts.sum()
         f = counts / max(total, 1)
         t = self.p["sample"]
-        # word2vec's keep probability for frequent-word subsampling
+        # word2vec's keep probability for frequent-word subsampling: (sqrt(f / t) + 1) t / f
         self.keep = np.minimum(1.0, (np.sqrt(f / t) + 1) * t / np.maximum(f, 1e-12)) if t else np.ones_like(f)
         n = len(self.ids)
         self.bounds = {"train": (0, int(n * 0.95)), "valid": (int(n * 0.95), n), "test": (int(n * 0.95), n)}
-        # examples in one pass over a split: a centre per kept word, times E[2 b] = W + 1 context
-        # words for skip-gram (one example per pair)
+        # examples in one pass over a split (expected): a centre per kept word, times E[2 reach] =
+        # W + 1 context words for skip-gram (one example per pair)
         pairs = self.p["window"] + 1 if self.p["mode"] == "skipgram" else 1
         self.per_pass = {s: max(1, int(self.keep[self.ids[lo:hi]].sum() * pairs)) for s, (lo, hi) in self.bounds.items()}
-        self._pass = (None, None)       # (split, seed, pass) and its subsampled words
+        self._starts: dict = {}         # (split, seed) -> first example of each pass computed so far
+        self._pass = (None, None)       # (split, seed, pass) and its words, reaches, examples
 
     def corpus_ids(self):
         return self.ids
 
     def batch(self, split, B, step, seed=0):
-        """B examples from one pass's subsampled text, as word2vec trains: frequent words are
-        dropped (each with its keep probability, drawn afresh every pass) before the windows are
-        taken, so a window reaches past them; the window shrinks at random to 1..W."""
+        """Examples B * step .. B * step + B - 1 of the split's stream, made as word2vec.c makes
+        them: pass after pass over the text in order; each pass drops frequent words (each with
+        its keep probability, drawn afresh every pass) before the windows are taken, so a window
+        reaches past them; each kept word w is a centre once, its window shrunk at random to
+        reach = W - b, b uniform in [0, W), and cut at the split's ends. CBOW: one example per
+        centre, `context` its window left to right (-1 beyond the reach). Skip-gram: one example
+        per (centre, context word) pair, the context words left to right (the specs predict the
+        centre from the context word, as word2vec.c does)."""
         W = self.p["window"]
         skipgram = self.p["mode"] == "skipgram"
-        kept = self._pass_words(split, seed, (step * B) // self.per_pass[split])
-        rng = rng_for(seed, split, step)
         centers = np.empty(B, np.int64)
         context = np.empty((B, 1) if skipgram else (B, 2 * W), np.int64)
-        _word_examples(rng.random((4, B)), kept, W, skipgram, centers, context)
+        at, done = B * int(step), 0
+        while done < B:
+            n, first = self._pass_of(split, seed, at)
+            kept, reach, ends = self._pass_words(split, seed, n)
+            take = min(B - done, first + int(ends[-1]) - at)
+            _word_examples(kept, reach, ends, at - first, W, skipgram, centers[done:done + take],
+                           context[done:done + take])
+            done, at = done + take, at + take
         return {"center": centers, "context": context[:, 0] if skipgram else context}
 
-    def _pass_words(self, split, seed, n) -> np.ndarray:
-        """The split's words after pass n's subsampling (cached: a pass spans many batches)."""
+    def _pass_of(self, split, seed, at) -> tuple:
+        """(pass n, its first example) for the stream's example `at`: passes differ in length
+        (the subsampling and the windows are drawn afresh), so their starts add up."""
+        starts = self._starts.setdefault((split, seed), [0])
+        while starts[-1] <= at:
+            self.pass_start(split, seed, len(starts))
+        n = int(np.searchsorted(starts, at, side="right")) - 1
+        return n, starts[n]
+
+    def pass_start(self, split, seed, n) -> int:
+        """The stream's first example of pass n (so n passes are pass_start(split, seed, n) examples)."""
+        starts = self._starts.setdefault((split, seed), [0])
+        while len(starts) <= n:
+            starts.append(starts[-1] + int(self._pass_words(split, seed, len(starts) - 1)[2][-1]))
+        return starts[n]
+
+    def draws(self, split, seed, n) -> tuple:
+        """Pass n's random draws: a uniform number per word of the split (it is kept when the
+        number is below its keep probability) and b in [0, W) per kept word (its window reach
+        is W - b)."""
+        lo, hi = self.bounds[split]
+        rng = np.random.default_rng([int(seed), SPLITS[split], int(n), 7])
+        return rng.random(hi - lo), rng.integers(0, self.p["window"], hi - lo)
+
+    def _pass_words(self, split, seed, n) -> tuple:
+        """Pass n's kept words, each centre's reach, and the cumulative example count per centre
+        (cached: a pass spans many batches)."""
         key = (split, seed, n)
         if self._pass[0] != key:
             lo, hi = self.bounds[split]
             ids = self.ids[lo:hi]
-            u = np.random.default_rng([int(seed), SPLITS[split], int(n), 7]).random(len(ids))
+            u, b = self.draws(split, seed, n)
             kept = ids[u < self.keep[ids]]
             W = self.p["window"]
             if len(kept) < 2 * W + 2:         # a tiny split: keep every word
@@ -443,11 +486,17 @@ class Words(Task):
             if len(kept) < 2 * W + 2:
                 raise ValueError(f"task words: the {split} split has {len(ids)} words; a window of {W} "
                                  f"needs at least {2 * W + 2} (use more text or a smaller window)")
-            self._pass = (key, kept)
+            reach = W - b[:len(kept)]
+            if self.p["mode"] == "skipgram":
+                pos = np.arange(len(kept))
+                per = np.minimum(pos, reach) + np.minimum(len(kept) - 1 - pos, reach)
+            else:
+                per = np.ones(len(kept), np.int64)
+            self._pass = (key, (kept, reach, np.cumsum(per)))
         return self._pass[1]
 
     def steps_per_epoch(self, B):
-        return max(1, self.bounds["train"][1] // B)
+        return max(1, self.per_pass["train"] // B)
 
     def quality(self, E: np.ndarray, words: int = 200, k: int = 10) -> dict:
         """Neighbour overlap: of each frequent word's k nearest neighbours (cosine), the share that
@@ -486,23 +535,29 @@ def _jit_on_first_call(fn):
 
 
 @_jit_on_first_call
-def _word_examples(u, ids, W, skipgram, centers, context):
-    """Examples from uniform draws u [4, B] over a pass's words: a centre position i in
-    [W, len - W), a window b in 1..W (word2vec's random shrink); skip-gram: one context word at
-    distance 1..b on a random side; CBOW: the words within b on both sides (-1 beyond b)."""
-    span = ids.shape[0] - 2 * W
+def _word_examples(kept, reach, ends, at, W, skipgram, centers, context):
+    """The pass's examples at, at + 1, ... into centers / context (see Words.batch); ends[i] is
+    the number of examples of centres 0..i."""
+    i = np.searchsorted(ends, at, side="right")
+    k = at - (ends[i - 1] if i > 0 else 0)              # the example's rank among centre i's
+    L = kept.shape[0]
     for n in range(centers.shape[0]):
-        i = W + min(int(u[0, n] * span), span - 1)
-        b = min(int(u[1, n] * W), W - 1) + 1
-        centers[n] = ids[i]
+        c, r = kept[i], reach[i]
+        centers[n] = c
         if skipgram:
-            off = min(int(u[2, n] * b), b - 1) + 1
-            context[n, 0] = ids[i + off] if u[3, n] < 0.5 else ids[i - off]
+            j = max(0, i - r) + k                     # the k-th context position, left to right
+            if j >= i:
+                j += 1
+            context[n, 0] = kept[j]
+            k += 1
+            if k == ends[i] - (ends[i - 1] if i > 0 else 0):
+                i, k = i + 1, 0
         else:
-            for j in range(W):
-                near = j + 1 <= b
-                context[n, W - 1 - j] = ids[i - j - 1] if near else -1
-                context[n, W + j] = ids[i + j + 1] if near else -1
+            for d in range(W):
+                near = d < r
+                context[n, W - 1 - d] = kept[i - d - 1] if near and i - d - 1 >= 0 else -1
+                context[n, W + d] = kept[i + d + 1] if near and i + d + 1 < L else -1
+            i += 1
 
 
 TASKS = {t.name: t for t in (Copy, Reverse, Sort, Addition, Dates, Adding, CopyMemory, Parity, Bits,

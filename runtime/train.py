@@ -101,7 +101,7 @@ def make_tables(g, task) -> dict:
         counts = np.asarray([v.counts.get(tok, 0) for tok in v.itos] if isinstance(v.counts, dict) else v.counts)
     out = {}
     if "tree" in names:
-        out["tree"] = huffman_tree(counts)
+        out["tree"] = huffman_tree(counts, getattr(task, "rank", None))
     if "unigram" in names:
         # 10 entries per word on average: every word of the vocabulary can be drawn, and the
         # table stays small enough to sit in cache beside the vectors (50 per word cost 30%)
@@ -505,7 +505,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     """The loop, in a locked run directory: from step 0, or from last.npz with --resume."""
     cfg = meta["cfg"]
     total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
-    online = Online(model, opt) if cfg.get("per_example") else None
+    rule = cfg.get("per_example")
+    online = Online(model, opt, "word2vec" if rule == "word2vec" else "exact") if rule else None
     last, best = os.path.join(out, "last.npz"), os.path.join(out, "best.npz")
     metrics_path = os.path.join(out, "metrics.jsonl")
     start, best_loss, result = 0, math.inf, {}

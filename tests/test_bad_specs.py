@@ -229,6 +229,13 @@ CASES = [
         "is lr times its own gradient; remove clip",
         "tests/bad_specs/per_example_clip.yaml:12:69: per_example updates take no weight_decay: each example's SGD "
         "step is lr times its own gradient; remove weight_decay"]),
+    ("per_example_unknown_rule.yaml", [
+        "tests/bad_specs/per_example_unknown_rule.yaml:12:38: train/per_example: 'word2vek' is not one of true, "
+        "false, word2vec; did you mean 'word2vec'?"]),
+    ("per_example_word2vec_not_the_form.yaml", [
+        "tests/bad_specs/per_example_word2vec_not_the_form.yaml:13:38: per_example: word2vec is word2vec's update "
+        "rule, for the word2vec form only: v = E[ids] or embed_mean(E, ids) over inputs without an axis, loss "
+        "negsample_head(v, y, V) or hsoftmax_head(v, y, V); use per_example: true"]),
     ("slice_negative_start.yaml", [
         "tests/bad_specs/slice_negative_start.yaml:17:23: slice [-4:4] is out of range for f[16] (in node 'o')",
     ]),

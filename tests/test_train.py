@@ -40,7 +40,10 @@ def train_losses(spec, task, steps, B=16, lr=0.01, bind_extra=None, optimizer="a
     ("gru", get_task("charlm", length=32), 40, 0.75),
     ("seq2seq_attention", get_task("dates"), 40, 0.6),
     ("w2v_skipgram_ns", get_task("words", mode="skipgram"), 150, 0.9),
-    ("w2v_cbow_hs", get_task("words", mode="cbow"), 150, 0.9),
+    # the words task streams the text in order (as word2vec.c reads it): the last batches hold
+    # words the first ones had not trained yet, so CBOW with a tree gains less than it did on
+    # random windows (0.93 of its first loss; at random 0.9)
+    ("w2v_cbow_hs", get_task("words", mode="cbow"), 150, 0.95),
 ])
 def test_training_lowers_the_loss(spec, task, steps, factor):
     w2v = spec.startswith("w2v")

@@ -218,3 +218,125 @@ def sgd_hsoftmax(E, ids, mean, y, tree, W, lr, losses):
         _sgd_example(E, ids, r, mean, W, targets, labels, nt, rate, v, e, g, z)
     for r in range(R):
         losses[r] = _softplus_sum(z[r, :count[r]])
+
+
+# ---------------------------------------------------------------- word2vec's own rule
+# train: {per_example: word2vec} updates as word2vec.c's inner loop (and gensim's
+# word2vec_inner.pyx) does, which is not the exact gradient of the loss the head states:
+#   * sigmoid from a 1000-entry table over [-6, 6), read at int((f + 6) * 83) (83 is C's integer
+#     1000 / 6 / 2, in both word2vec.c and gensim);
+#   * hierarchical softmax skips a node whose |f| >= 6; negative sampling takes the limit 0 or 1
+#     for sigmoid beyond +-6; a noise word equal to the target is skipped;
+#   * CBOW's mean: the whole error neu1e goes to every context word (the gradient of the mean
+#     would give each 1 / count of it);
+#   * W is updated target by target, each dot reading W as the previous targets left it.
+MAX_EXP, EXP_TABLE_SIZE = 6, 1000
+
+
+def exp_table(dtype) -> np.ndarray:
+    """word2vec.c's expTable: sigmoid((i / 1000 * 2 - 1) * 6), i = 0..999."""
+    x = np.exp((np.arange(EXP_TABLE_SIZE) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP)
+    return (x / (x + 1)).astype(dtype)
+
+
+@jit
+def _w2v_example(E, ids, r, W, targets, labels, nt, hs, lr, sig, h, e, dots):
+    """One example as word2vec.c trains it (see above): h = E[ids[r]] or their mean; per target
+    t in order: f = h . W[t]; g = (label_t - sigmoid(f)) lr; e += g W[t]; W[t] += g h; then
+    E[c] += e for every context id c. dots[t] = h . W[t] before any update (for the loss)."""
+    D = E.shape[1]
+    for j in range(D):
+        h[0, j] = 0
+        e[0, j] = 0
+    cw = 0
+    for c in range(ids.shape[1]):
+        k = ids[r, c]
+        if k >= 0:
+            _axpy_row(const(h, 1.0), E, k, h, 0)
+            cw += 1
+    if cw == 0:                             # no context word: word2vec.c skips the example
+        for t in range(nt):
+            dots[t] = 0                     # (v = 0, as embed_mean gives it, for the loss)
+        return
+    if cw > 1:
+        n = const(h, cw)
+        for j in range(D):
+            h[0, j] /= n
+    for t in range(nt):
+        dots[t] = dot_rows(h, 0, W, targets[t])
+    top, scale = const(h, MAX_EXP), const(h, EXP_TABLE_SIZE // MAX_EXP // 2)
+    for t in range(nt):
+        row = targets[t]
+        f = dots[t]
+        if not hs:                          # a noise word drawn twice reads its first update
+            for s in range(t):
+                if targets[s] == row:
+                    f = dot_rows(h, 0, W, row)
+                    break
+        if f <= -top or f >= top:
+            if hs:
+                continue
+            p = const(h, 0.0) if f <= -top else const(h, 1.0)
+        else:
+            p = sig[int((f + top) * scale)]
+        g = (labels[t] - p) * lr
+        _axpy_row(g, W, row, e, 0)
+        _axpy_row(g, h, 0, W, row)
+    for c in range(ids.shape[1]):
+        k = ids[r, c]
+        if k >= 0:
+            _axpy_row(const(h, 1.0), e, 0, E, k)
+
+
+@jit
+def w2v_negsample(E, ids, y, noise, W, lr, sig, losses):
+    """Per example r: targets y[r] (label 1) and the noise words noise[r] (label 0; one equal
+    to y[r] is skipped); word2vec's update (_w2v_example) at rate lr; L_r = the head's loss
+    -log sigmoid(v . W[y]) - sum_j log sigmoid(-v . W[n_j]) before the update."""
+    D, K, R = E.shape[1], noise.shape[1], ids.shape[0]
+    h, e = np.empty((1, D), E.dtype), np.empty((1, D), E.dtype)
+    targets, labels, dots = np.empty(K + 1, np.int64), np.zeros(K + 1, E.dtype), np.empty(K + 1, E.dtype)
+    z = np.empty((R, K + 1), E.dtype)
+    rate = const(E, lr)
+    for r in range(R):
+        targets[0], labels[0] = y[r], 1
+        nt = 1
+        for j in range(K):
+            if noise[r, j] != y[r]:
+                targets[nt] = noise[r, j]
+                nt += 1
+        _w2v_example(E, ids, r, W, targets, labels, nt, False, rate, sig, h, e, dots)
+        z[r, 0] = -dots[0]
+        t = 1
+        for j in range(K):                  # every drawn word counts in the loss as stated
+            if noise[r, j] == y[r]:
+                z[r, 1 + j] = dots[0]
+            else:
+                z[r, 1 + j] = dots[t]
+                t += 1
+    for r in range(R):
+        losses[r] = _softplus_sum(z[r])
+
+
+@jit
+def w2v_hsoftmax(E, ids, y, tree, W, lr, sig, losses):
+    """Per example r: the inner nodes on y[r]'s Huffman path with label 1 - code; word2vec's
+    update (_w2v_example) at rate lr; L_r = the head's loss before the update."""
+    D, L, R = E.shape[1], (tree.shape[1] - 1) // 2, ids.shape[0]
+    h, e = np.empty((1, D), E.dtype), np.empty((1, D), E.dtype)
+    targets, labels, dots = np.empty(L, np.int64), np.empty(L, E.dtype), np.empty(L, E.dtype)
+    z = np.zeros((R, L), E.dtype)
+    count = np.empty(R, np.int64)
+    rate = const(E, lr)
+    one = const(E, 1.0)
+    for r in range(R):
+        w = y[r]
+        nt = count[r] = tree[w, 0]
+        for j in range(nt):
+            targets[j] = tree[w, 1 + j]
+            labels[j] = 1 - tree[w, 1 + L + j]
+        _w2v_example(E, ids, r, W, targets, labels, nt, True, rate, sig, h, e, dots)
+        for j in range(nt):
+            z[r, j] = dots[j] * (one - 2 * labels[j])
+    for r in range(R):
+        losses[r] = _softplus_sum(z[r, :count[r]])

@@ -57,7 +57,7 @@ W2V_V, W2V_D = 12, 4
 
 
 def _w2v(arch, head):
-    inputs = ({"center": ("tokens", None, W2V_V), "context": ("tokens", None, W2V_V)} if arch == "skipgram"
+    inputs = ({"context": ("tokens", None, W2V_V), "center": ("tokens", None, W2V_V)} if arch == "skipgram"
               else {"context": ("window", None, (W2V_V, 10)), "center": ("tokens", None, W2V_V)})
     rows = W2V_V - 1 if head == "hs" else W2V_V
     return Case(f"w2v_{arch}_{head}", f"w2v_{arch}_{head}.yaml", {"V": W2V_V, "D": W2V_D}, inputs,

@@ -314,13 +314,13 @@ def huffman_path(tree, w):
 
 
 def word2vec(arch, head):
-    """v = E[centre] (skip-gram) or the mean of E over the context ids >= 0 (CBOW); the target is
-    a context word (skip-gram) or the centre (CBOW).
+    """v = E[context word] (skip-gram, word2vec.c's direction) or the mean of E over the context
+    ids >= 0 (CBOW); the target is the centre.
     hs: -sum_j log sigmoid((1 - 2 d_j) v . W[n_j]) along the target's Huffman path (n_j, d_j);
     ns: -log sigmoid(v . W[y]) - sum_j log sigmoid(-v . W[n_j]), n_j the noise words drawn."""
     def model(P, ex, mode):
         if arch == "skipgram":
-            v, y = P["E"][int(ex["center"])], int(ex["context"])
+            v, y = P["E"][int(ex["context"])], int(ex["center"])
         else:
             ids = [int(i) for i in ex["context"] if i >= 0]
             v, y = sum((P["E"][i] for i in ids), 0.0) * (1.0 / len(ids)), int(ex["center"])

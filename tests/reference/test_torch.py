@@ -245,7 +245,7 @@ def word2vec(arch, head):
     def model(net, b, d, mode):
         E, W = net["E"], net["loss.W"]
         if arch == "skipgram":
-            v, y = E[torch.tensor(b["center"])], b["context"]
+            v, y = E[torch.tensor(b["context"])], b["center"]
         else:
             ids = torch.tensor(b["context"])
             keep = (ids >= 0).to(f64)
