@@ -526,3 +526,19 @@ def test_vocabulary_options_that_do_not_apply(tmp_path, tiny, args, message):
     args = [str(tmp_path / "text.txt") if a == "TEXT" else a for a in args]
     code, _, err = main("train", tiny["elman"], *args, "--out", tmp_path / "run", "--quiet")
     assert code == 2 and err.strip() == message
+
+
+def test_the_new_train_keys_are_validated_at_their_place(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: ff\ndata: {task: bits, n: 8}\ninputs:\n  x: {real: 8}\n  y: {label: 2, target: true}\n"
+                    "params:\n  W: {shape: [2, 8]}\nnodes:\n  o: W @ x\nloss: cross_entropy(o, y)\n"
+                    "train: {schedule: cosin, patience: 0, keep_best: 101, stop_at_target: yes please, warmup: -1}\n")
+    code, _, err = main("validate", spec)
+    assert code == 2
+    assert err.splitlines() == [
+        f"{spec}:11:19: train/schedule: 'cosin' is not one of constant, linear, cosine, step, exponential; "
+        f"did you mean 'cosine'?",
+        f"{spec}:11:36: train/patience: 0 is less than the minimum of 1",
+        f"{spec}:11:50: train/keep_best: 101 is greater than the maximum of 100",
+        f"{spec}:11:71: train/stop_at_target: 'yes please' is not of type 'boolean'",
+        f"{spec}:11:91: train/warmup: -1 is less than the minimum of 0"]

@@ -285,7 +285,7 @@ def test_a_fresh_run_never_overwrites_an_earlier_one(tmp_path, cli):
     assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet").returncode == 0
     r = cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet")
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"graphspec: {run} holds an earlier run (last.npz, best.npz, metrics.jsonl); "
+    assert r.stderr.strip() == (f"graphspec: {run} holds an earlier run (last.npz, best.npz, metrics.jsonl, run.json); "
                                 f"continue it with --resume, train into another --out, or pass --overwrite to "
                                 f"start again")
     assert cli("train", "specs/feedforward.yaml", "--steps", "3", "--out", run, "--quiet", "--overwrite").returncode == 0
