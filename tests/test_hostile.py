@@ -236,7 +236,9 @@ def test_one_enormous_line_of_pairs_is_refused_before_it_is_split(tmp_path, tiny
 def test_checkpoints_and_run_files_must_be_regular_files(tiny, tmp_path, fifo):
     for path, what in ((fifo, "a FIFO (named pipe)"), ("/dev/zero", "a character device"), (tmp_path, "a directory")):
         for verb in (["eval", path], ["generate", path], ["predict", path, "x"], ["neighbors", path, "x"]):
-            one_line(verb, f"graphspec: {path}: {what}, not a regular file")
+            one_line(verb, f"graphspec: {path}: {what}, not a regular file" if path != tmp_path else
+                     f"graphspec: {path} is a directory; give a checkpoint file: a run directory holds best.npz "
+                     f"and last.npz, {path} holds neither")
     run = tmp_path / "run"
     shutil.copytree(tiny["run_elman"], run)
     os.unlink(run / "gradnorm.npy")
