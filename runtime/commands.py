@@ -19,6 +19,7 @@ MAX_BEAM = 100
 MAX_DECODE_LEN = 1000           # target steps of beam search (each compiles a longer plan)
 MAX_NEIGHBORS = 10_000
 MAX_EVAL_BATCHES = 100_000
+MAX_PROCS = 4096
 
 
 def register(sub):
@@ -35,6 +36,11 @@ def register(sub):
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.npz")
     s.add_argument("--overwrite", action="store_true", help="start again in an OUT that holds an earlier run")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a value of the spec: train.clip=1, dims.H=64, data.length=100 (repeatable; "
+                        "recorded in OUT/config.yaml)")
+    s.add_argument("--procs", type=flags.number(int, 1, MAX_PROCS), default=1,
+                   help="data-parallel over N processes: runs this command under mpiexec -n N (the mpi extra)")
     s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
 
@@ -101,13 +107,18 @@ def argparse_hidden():
 
 # ---------------------------------------------------------------- train / eval
 def cmd_train(args):
-    from .train import run
-    import graphspec
-    g = graphspec.load(args.spec)
+    from graphspec.overrides import load as load_with
+    from .distributed import world
+    g, _ = load_with(args.spec, args.sets)
     out = args.out or os.path.join("runs", g.name)       # the schema keeps a name one plain component
+    if args.procs > 1:
+        return _launch(args, out)
+    from .train import run
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
-              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite)
+              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite, sets=args.sets)
+    if not world().root:
+        return 0
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
     for k, want in target.items():
@@ -117,6 +128,29 @@ def cmd_train(args):
             print(f"target {k} {'<=' if lower else '>='} {want}: {'reached' if ok else 'NOT reached'} "
                   f"({res[k]:.4g})", file=sys.stderr)
     return 0
+
+
+def _launch(args, out: str) -> int:
+    """--procs N: this command again under mpiexec; a rank that died is said in one line, with
+    the checkpoint the run can continue from."""
+    from .checkpoint import open_checkpoint
+    from .distributed import launch, launched_by_mpi, strip_procs
+    if launched_by_mpi():
+        raise UserError(f"--procs {args.procs}: this process was already started by an MPI launcher; "
+                        f"give the ranks to mpiexec -n or to --procs, not both")
+    import cli
+    code = launch(strip_procs(args.argv), args.procs, os.path.abspath(cli.__file__))
+    if code in (0, 2, 130):          # done, or a message the ranks printed themselves
+        return code
+    last, where = os.path.join(out, "last.npz"), "no checkpoint was written"
+    if os.path.exists(last):
+        try:
+            ck = open_checkpoint(last)
+            where = f"{last} holds step {ck.meta['step']}, intact (continue with --resume)"
+            ck.close()
+        except UserError as e:
+            where = str(e)
+    raise UserError(f"--procs {args.procs}: a rank ended abnormally (mpiexec exit {code}); {where}")
 
 
 def restore(path: str, mode_data=None):
@@ -132,13 +166,19 @@ def restore(path: str, mode_data=None):
         spec = meta["spec"]
         if not os.path.exists(spec):
             raise UserError(f"{path}: its spec {spec} is gone; the checkpoint carries its text in meta['spec_text']")
-        if spec_hash(spec) != meta["spec_hash"]:
+        sets = meta.get("set") or []
+        if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
+            raise UserError(f"{path}: meta 'set' is not a list of KEY=VALUE strings")
+        if spec_hash(spec, sets) != meta["spec_hash"]:
             raise UserError(f"{path} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
-                            f"now {spec_hash(spec)})")
-        g0 = graphspec.load(spec)
+                            f"now {spec_hash(spec, sets)})")
+        from graphspec.overrides import load as load_with
+        g0, text = load_with(spec, sets)
+        text = text if sets else None
         task = make_task(g0, mode_data or meta.get("data"), meta.get("task"))
         bind = bind_dims(g0, task)
-        model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
+        model = Model(spec, bind=bind, text=text,
+                      tables=make_tables(graphspec.load(spec, text, bind=bind), task))
         load_state(ck, model)
     finally:
         ck.close()
