@@ -107,8 +107,18 @@ def argparse_hidden():
 
 # ---------------------------------------------------------------- train / eval
 def cmd_train(args):
-    from graphspec.overrides import load as load_with
     from .distributed import world
+    w = world()
+    try:
+        return _train_cmd(args, w)
+    except BaseException as e:
+        if w.size > 1 and not w.started:       # the other ranks must not wait for this one
+            w.setup_done(e)
+        raise
+
+
+def _train_cmd(args, w):
+    from graphspec.overrides import load as load_with
     g, _ = load_with(args.spec, args.sets)
     out = args.out or os.path.join("runs", g.name)       # the schema keeps a name one plain component
     if args.procs > 1:
@@ -117,7 +127,7 @@ def cmd_train(args):
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
               progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite, sets=args.sets)
-    if not world().root:
+    if not w.root:
         return 0
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -46,6 +47,7 @@ class Single:
 
     def __init__(self):
         self.allreduce_s, self.steps = 0.0, 0
+        self.started = False
 
     def shard(self, batch: dict, model) -> dict:
         return batch
@@ -68,14 +70,22 @@ class Single:
     def summary(self) -> Optional[str]:
         return None
 
+    def setup_done(self, err: Optional[BaseException] = None):
+        if err is not None:
+            raise err
+
     def abort(self, code: int):
         sys.exit(code)
 
 
 class MPIWorld(Single):
-    def __init__(self, comm):
+    """N ranks of an MPI communicator (`MPI`: the mpi4py module, or a stand-in with IN_PLACE
+    and SUM for tests that run the ranks as threads of one process)."""
+
+    def __init__(self, comm, MPI=None):
         super().__init__()
-        from mpi4py import MPI
+        if MPI is None:
+            from mpi4py import MPI
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == 0
@@ -136,6 +146,26 @@ class MPIWorld(Single):
         self.comm.Allreduce(self.MPI.IN_PLACE, w, op=self.MPI.SUM)
         return np.sqrt(w)
 
+    def setup_done(self, err: Optional[BaseException] = None):
+        """Every rank says whether it is ready to train (called once by each: on success by
+        guarded, on an error before it by the train command). When one failed, all stop here
+        instead of waiting for it in a collective: rank 0 raises its error or one naming the
+        failed rank (whose message is printed by that rank), the others exit quietly."""
+        self.started = True
+        failed = self.comm.allgather(err is not None)
+        if not any(failed):
+            return
+        code = getattr(err, "code", 2) if isinstance(getattr(err, "code", None), int) else 2
+        if self.root:
+            if err is not None:
+                raise err
+            bad = failed.index(True)
+            raise UserError(f"rank {bad} of {self.size} could not start training (its message above)")
+        if err is not None and not failed[0]:
+            msg = " ".join(str(err).split()) or type(err).__name__
+            print(f"graphspec: rank {self.rank} of {self.size}: {msg}", file=sys.stderr, flush=True)
+        sys.exit(code)
+
     def summary(self) -> Optional[str]:
         if not self.steps:
             return None
@@ -148,6 +178,7 @@ class MPIWorld(Single):
 
 
 _world: list = []
+_local = threading.local()       # a world for this thread only (tests run ranks as threads)
 
 
 def launched_by_mpi() -> bool:
@@ -156,6 +187,8 @@ def launched_by_mpi() -> bool:
 
 def world():
     """The MPI world if an MPI launcher started this process with more than one rank, else Single."""
+    if getattr(_local, "world", None) is not None:
+        return _local.world
     if not _world:
         w = Single()
         if launched_by_mpi():
@@ -182,6 +215,7 @@ def guarded(fn, *args, **kw):
     w = world()
     if w.size == 1:
         return fn(*args, **kw)
+    w.setup_done(None)
     try:
         return fn(*args, **kw)
     except (Agreed, Interrupted) as e:
