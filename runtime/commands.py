@@ -44,6 +44,19 @@ def register(sub):
     s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
 
+    s = sub.add_parser("sweep", help="train a grid of --set values (and seeds): a run directory each, a results "
+                                     "table and a plot; the same command continues an interrupted sweep")
+    s.add_argument("specs", nargs="+", metavar="SPEC", help="one spec, or several: one more axis of the grid")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...", dest="sets",
+                   help="a swept value (several values: a grid axis) or a fixed one (one value); repeatable")
+    s.add_argument("--seeds", type=flags.number(int, 1, 1000), help="K runs per point, train.seed=0..K-1")
+    s.add_argument("--procs", type=flags.number(int, 1, MAX_PROCS), default=1,
+                   help="trainings at once on this machine (under mpiexec: the ranks share the grid instead)")
+    s.add_argument("--out", help="sweep directory (default sweeps/NAME)")
+    s.add_argument("--metric", help="the metric of the table's plot (default: the spec's target, else loss)")
+    s.add_argument("--quiet", action="store_true", help="no line per run")
+    s.set_defaults(fn=cmd_sweep)
+
     s = sub.add_parser("eval", help="evaluate a checkpoint on validation (or test) data")
     s.add_argument("ckpt")
     s.add_argument("--split", default="valid", choices=["valid", "test"])
@@ -161,6 +174,20 @@ def _launch(args, out: str) -> int:
         except UserError as e:
             where = str(e)
     raise UserError(f"--procs {args.procs}: a rank ended abnormally (mpiexec exit {code}); {where}")
+
+
+def cmd_sweep(args):
+    from graphspec.overrides import load as load_with
+    from .sweep import run_sweep
+    g, _ = load_with(args.specs[0], [])
+    out = args.out or os.path.join("sweeps", g.name)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a directory")
+    res = run_sweep(args.specs, args.sets, out, seeds=args.seeds, procs=args.procs, metric=args.metric,
+                    log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    if res:
+        print(json.dumps(res))
+    return 0
 
 
 def restore(path: str, mode_data=None):

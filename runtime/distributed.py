@@ -67,6 +67,9 @@ class Single:
     def reduce_sq(self, v: np.ndarray) -> np.ndarray:
         return v
 
+    def barrier(self):
+        pass
+
     def summary(self) -> Optional[str]:
         return None
 
@@ -120,6 +123,9 @@ class MPIWorld(Single):
     def broadcast(self, arr: np.ndarray):
         self.comm.Bcast(arr, root=0)
 
+    def barrier(self):
+        self.comm.Barrier()
+
     def agree(self, loss: float, stop: bool) -> tuple:
         """(the whole batch's loss, whether any rank was asked to stop)."""
         self._buf[0], self._buf[1] = loss * self.weight, float(bool(stop))
@@ -132,12 +138,23 @@ class MPIWorld(Single):
         if self.weight != 1.0:
             g *= g.dtype.type(self.weight)
         t0 = time.perf_counter()
-        self.comm.Allreduce(self.MPI.IN_PLACE, g, op=self.MPI.SUM)
+        self._allreduce(g)
         self.allreduce_s += time.perf_counter() - t0
         self.steps += 1
         if ex.sparse:
             # the rows every rank touched: where the summed gradient is nonzero
             ex.rows = [np.flatnonzero(np.any(ex.view(b.name, grad=True) != 0, axis=1)) for b in ex.sparse]
+
+    def _allreduce(self, g: np.ndarray):
+        """In place, SUM. Non-blocking and polled with short sleeps: MPICH's blocking calls spin,
+        and a rank that finished first would take the core its peer needs on a machine with no
+        core to spare (1 ms of extra latency at most, against a step of tens of ms)."""
+        if not hasattr(self.comm, "Iallreduce") or os.environ.get("GRAPHSPEC_MPI_SPIN"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, g, op=self.MPI.SUM)
+            return
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, g, op=self.MPI.SUM)
+        while not req.Test():
+            time.sleep(0.0001)
 
     def reduce_sq(self, v: np.ndarray) -> np.ndarray:
         """Squared per-step gradient norms of this rank's examples, rescaled and summed over ranks:
