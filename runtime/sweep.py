@@ -72,8 +72,9 @@ def _show(v) -> str:
     return json.dumps(v, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
 
 
-def _state(run_dir: str) -> tuple:
-    """('done' | 'partial' | 'new', meta of last.npz or None)."""
+def _state(run_dir: str, spec: Optional[str] = None, sets: Optional[list] = None) -> tuple:
+    """('done' | 'partial' | 'new', meta of last.npz or None). With the point's spec and --set
+    texts: a run of another version of the spec or of other values is refused, not counted."""
     from .checkpoint import open_checkpoint
     last = os.path.join(run_dir, "last.npz")
     if not os.path.exists(last):
@@ -81,6 +82,12 @@ def _state(run_dir: str) -> tuple:
     ck = open_checkpoint(last)
     ck.close()
     meta = ck.meta
+    if spec is not None:
+        from .train import spec_hash
+        if meta["spec_hash"] != spec_hash(spec, sets):
+            raise UserError(f"{run_dir} holds a run of another version of {spec} or of other values (hash "
+                            f"{meta['spec_hash']}, this point's is {spec_hash(spec, sets)}); move it away to "
+                            f"train this point again")
     return ("done" if meta["step"] >= int(meta["cfg"]["steps"]) else "partial"), meta
 
 
@@ -133,7 +140,7 @@ def run_sweep(specs, sets: list, out: str, seeds: Optional[int] = None, procs: i
     env = _child_env(max(1, cores // (local * w.size)))
     todo = []
     for i in mine:
-        state, _ = _state(os.path.join(runs, names[i]))
+        state, _ = _state(os.path.join(runs, names[i]), point_specs[i], [ov.text for ov in fixed + points[i]])
         if state == "done":
             log(f"[{i + 1}/{len(points)}] {names[i]}: done already")
         else:

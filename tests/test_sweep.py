@@ -66,3 +66,13 @@ def test_a_killed_sweep_run_again_gives_the_same_results(tmp_path):
     # and once more: everything is done, nothing trains
     code, out, err = main("sweep", "specs/lstm.yaml", "--set", "dims.H=2,3", "--out", tmp_path / "whole", *TINY)
     assert code == 0 and err == "[1/2] H=2: done already\n[2/2] H=3: done already\n"
+
+
+def test_a_run_of_other_values_is_not_taken_for_a_point_of_the_grid(tmp_path):
+    code, out, err = main("sweep", "specs/lstm.yaml", "--set", "dims.H=2,3", "--out", tmp_path / "s", "--quiet", *TINY)
+    assert code == 0, err
+    tiny = [a if a != "train.steps=12" else "train.steps=8" for a in TINY]       # the same names, other values
+    code, out, err = main("sweep", "specs/lstm.yaml", "--set", "dims.H=2,3", "--out", tmp_path / "s", *tiny)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"graphspec: {tmp_path}/s/runs/H=2 holds a run of another version of specs/lstm.yaml "
+                          f"or of other values (hash ")
