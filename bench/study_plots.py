@@ -74,6 +74,10 @@ def plot_vs_T(results: dict, out: str) -> str:
             style = dict(marker="o", color=f"C{i}", label=m, lw=1.5, ms=4)
             axs[0][col].plot(Ts, loss, **style)
             axs[1][col].plot(Ts, np.array(rate) + 0.015 * (i - 2.5), **style)     # nudged apart to stay visible
+        # what a model without memory scores: the mean (loss = MSE/2 = Var(a+b)/2 = 1/12), or
+        # the blanks right and a uniform guess of each of the 10 symbols (10 ln 8)
+        base = 1 / 12 if task == "adding" else 10 * np.log(8)
+        axs[0][col].axhline(base, color="gray", ls=":", lw=1.2, label="no memory")
         axs[0][col].set_yscale("log")
         axs[0][col].set_title(f"{task}: final validation loss", fontsize=10)
         axs[1][col].set_title(f"{task}: success ({metric} {'< 0.02' if task == 'adding' else '>= 0.9'})", fontsize=10)
