@@ -18,7 +18,7 @@ import cli
 from runtime import commands
 
 VERBS = ["validate", "compile", "render", "schema", "train", "eval", "predict", "generate", "neighbors", "export",
-         "gradcheck", "viz", "plot"]
+         "gradcheck", "viz", "plot", "sweep"]
 
 
 def invocations(tiny, tmp):
@@ -39,6 +39,8 @@ def invocations(tiny, tmp):
         "gradcheck": (["gradcheck", "specs/feedforward.yaml"], ["gradcheck", tmp / "nope.yaml"]),
         "viz": (["viz", tiny["elman"], "-o", tmp / "g.svg"], ["viz", tiny["elman"], "-o", tmp / "g.gif"]),
         "plot": (["plot", tiny["run_elman"], "-o", tmp / "pics"], ["plot", tmp / "empty"]),
+        "sweep": (["sweep", tiny["ff"], "--set", "train.steps=1,2", "--out", tmp / "sweep", "--quiet"],
+                  ["sweep", tiny["ff"], "--set", "train.stesp=1,2", "--out", tmp / "sweep"]),
     }
 
 
