@@ -5,7 +5,7 @@ A step's time is the difference of two runs' wall times (S1 and S2 steps) over S
 so start-up, compiling and the final validation cancel. Runs alternate 1 and N ranks, `--repeat`
 times, and the ratio of medians is reported with the load average (the machine may be shared).
 
-    python bench/mpi_scaling.py [--procs 2] [--repeat 3] [--steps 10 60]
+    python bench/mpi_scaling.py [--procs 2] [--repeat 3] [--steps 10 60]     (the mpi extra)
 """
 import argparse
 import os
@@ -40,7 +40,10 @@ def main():
     ap.add_argument("--steps", type=int, nargs=2, default=(10, 60))
     ap.add_argument("--B", type=int, default=64)
     ap.add_argument("--H", type=int, default=256)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round: checks the script runs")
     args = ap.parse_args()
+    if args.smoke:
+        args.B, args.H, args.steps, args.repeat = 4, 4, (2, 4), 1
     s1, s2 = args.steps
     per = {1: [], args.procs: []}
     ar = []

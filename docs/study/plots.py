@@ -1,6 +1,6 @@
 """The long-term-dependency study's pictures and table (docs/study.md), from two sweeps' directories:
 
-    python bench/study_plots.py [--adding sweeps/study_adding] [--copy sweeps/study_copy] [--out docs/images]
+    python docs/study/plots.py [--adding sweeps/study_adding] [--copy sweeps/study_copy] [--out docs/images]
 
 Writes study_vs_T.png (final validation loss and success rate against T, a line per model, for
 each task) and study_gradnorm.png (||dL/dh(t)|| over t at the first step and at the last logged
@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from runtime.plots import _plt, _save  # noqa: E402
 
