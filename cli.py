@@ -179,6 +179,7 @@ def main(argv=None) -> int:
     import graphspec
     p = build_parser()
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)      # for verbs that start themselves again
     try:
         return args.fn(args) or 0
     except graphspec.SpecError as e:

@@ -19,6 +19,7 @@ MAX_BEAM = 100
 MAX_DECODE_LEN = 1000           # target steps of beam search (each compiles a longer plan)
 MAX_NEIGHBORS = 10_000
 MAX_EVAL_BATCHES = 100_000
+MAX_PROCS = 4096
 
 
 def register(sub):
@@ -47,8 +48,26 @@ def register(sub):
                    help="stop at the first validation that reaches the spec's train.target")
     s.add_argument("--patience", type=flags.spec_value("train", "patience"), metavar="N",
                    help="stop after N validations without a lower validation loss")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a value of the spec: train.clip=1, dims.H=64, data.length=100 (repeatable; "
+                        "recorded in OUT/config.yaml)")
+    s.add_argument("--procs", type=flags.number(int, 1, MAX_PROCS), default=1,
+                   help="data-parallel over N processes: runs this command under mpiexec -n N (the mpi extra)")
     s.add_argument("--stop-after", type=flags.number(int, 0), help=argparse_hidden())
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sweep", help="train a grid of --set values (and seeds): a run directory each, a results "
+                                     "table and a plot; the same command continues an interrupted sweep")
+    s.add_argument("specs", nargs="+", metavar="SPEC", help="one spec, or several: one more axis of the grid")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2,...", dest="sets",
+                   help="a swept value (several values: a grid axis) or a fixed one (one value); repeatable")
+    s.add_argument("--seeds", type=flags.number(int, 1, 1000), help="K runs per point, train.seed=0..K-1")
+    s.add_argument("--procs", type=flags.number(int, 1, MAX_PROCS), default=1,
+                   help="trainings at once on this machine (under mpiexec: the ranks share the grid instead)")
+    s.add_argument("--out", help="sweep directory (default sweeps/NAME)")
+    s.add_argument("--metric", help="the metric of the table's plot (default: the spec's target, else loss)")
+    s.add_argument("--quiet", action="store_true", help="no line per run")
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser("eval", help="evaluate a checkpoint on the whole validation (or test) split")
     s.add_argument("ckpt", help="a checkpoint: RUN_DIR/best.npz or RUN_DIR/last.npz")
@@ -133,15 +152,30 @@ def argparse_hidden():
 
 # ---------------------------------------------------------------- train / eval
 def cmd_train(args):
-    from .train import run
-    import graphspec
-    g = graphspec.load(args.spec)
+    from .distributed import world
+    w = world()
+    try:
+        return _train_cmd(args, w)
+    except BaseException as e:
+        if w.size > 1 and not w.started:       # the other ranks must not wait for this one
+            w.setup_done(e)
+        raise
+
+
+def _train_cmd(args, w):
+    from graphspec.overrides import load as load_with
+    g, _ = load_with(args.spec, args.sets)
     out = args.out or os.path.join("runs", g.name)       # the schema keeps a name one plain component
+    if args.procs > 1:
+        return _launch(args, out)
+    from .train import run
     res = run(args.spec, out, task_name=args.task, data_path=args.data, steps=args.steps,
               epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume,
-              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite,
+              progress=not args.quiet, stop_after=args.stop_after, overwrite=args.overwrite, sets=args.sets,
               options={"stop_at_target": args.stop_at_target, "patience": args.patience,
                        "tokens": args.tokens, "min_count": args.min_count, "max_vocab": args.max_vocab})
+    if not w.root:
+        return 0
     target = (g.train or {}).get("target") or {}
     print(json.dumps({"run": out, **{k: v for k, v in res.items()}}))
     for k, want in target.items():
@@ -150,6 +184,43 @@ def cmd_train(args):
             ok = res[k] <= want if lower else res[k] >= want
             print(f"target {k} {'<=' if lower else '>='} {want}: {'reached' if ok else 'NOT reached'} "
                   f"({res[k]:.4g})", file=sys.stderr)
+    return 0
+
+
+def _launch(args, out: str) -> int:
+    """--procs N: this command again under mpiexec; a rank that died is said in one line, with
+    the checkpoint the run can continue from."""
+    from .checkpoint import open_checkpoint
+    from .distributed import launch, launched_by_mpi, strip_procs
+    if launched_by_mpi():
+        raise UserError(f"--procs {args.procs}: this process was already started by an MPI launcher; "
+                        f"give the ranks to mpiexec -n or to --procs, not both")
+    import cli
+    code = launch(strip_procs(args.argv), args.procs, os.path.abspath(cli.__file__))
+    if code in (0, 2, 130):          # done, or a message the ranks printed themselves
+        return code
+    last, where = os.path.join(out, "last.npz"), "no checkpoint was written"
+    if os.path.exists(last):
+        try:
+            ck = open_checkpoint(last)
+            where = f"{last} holds step {ck.meta['step']}, intact (continue with --resume)"
+            ck.close()
+        except UserError as e:
+            where = str(e)
+    raise UserError(f"--procs {args.procs}: a rank ended abnormally (mpiexec exit {code}); {where}")
+
+
+def cmd_sweep(args):
+    from graphspec.overrides import load as load_with
+    from .sweep import run_sweep
+    g, _ = load_with(args.specs[0], [])
+    out = args.out or os.path.join("sweeps", g.name)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a directory")
+    res = run_sweep(args.specs, args.sets, out, seeds=args.seeds, procs=args.procs, metric=args.metric,
+                    log=(lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    if res:
+        print(json.dumps(res))
     return 0
 
 
@@ -166,13 +237,19 @@ def restore(path: str, mode_data=None):
         spec = meta["spec"]
         if not os.path.exists(spec):
             raise UserError(f"{path}: its spec {spec} is gone; the checkpoint carries its text in meta['spec_text']")
-        if spec_hash(spec) != meta["spec_hash"]:
+        sets = meta.get("set") or []
+        if not isinstance(sets, list) or not all(isinstance(x, str) for x in sets):
+            raise UserError(f"{path}: meta 'set' is not a list of KEY=VALUE strings")
+        if spec_hash(spec, sets) != meta["spec_hash"]:
             raise UserError(f"{path} was trained from a different version of {spec} (hash {meta['spec_hash']}, "
-                            f"now {spec_hash(spec)})")
-        g0 = graphspec.load(spec)
+                            f"now {spec_hash(spec, sets)})")
+        from graphspec.overrides import load as load_with
+        g0, text = load_with(spec, sets)
+        text = text if sets else None
         task = make_task(g0, mode_data or meta.get("data"), meta.get("task"), meta.get("data_options"))
         bind = bind_dims(g0, task)
-        model = Model(spec, bind=bind, tables=make_tables(graphspec.load(spec, bind=bind), task))
+        model = Model(spec, bind=bind, text=text,
+                      tables=make_tables(graphspec.load(spec, text, bind=bind), task))
         load_state(ck, model)
     finally:
         ck.close()

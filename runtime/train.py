@@ -29,16 +29,20 @@ from . import checkpoint as ckpt
 from .model import Model
 from .online import Online
 from .optim import Optimizer, clip_by_global_norm, learning_rate
+from .distributed import Agreed, guarded, world
 from .rundir import MetricsLog, check_run_dir, cut_metrics, open_run_dir, read_gradnorm, save_npy, save_npz
 from .rundir import environment, record_environment
 
 
 # ---------------------------------------------------------------- setup
-def spec_hash(path: str) -> str:
+def spec_hash(path: str, sets=()) -> str:
+    """The spec file's hash; with --set overrides, theirs appended (a run of other values)."""
     try:
-        return hashlib.sha256(read_bytes(path, MAX_SPEC_BYTES, "spec")).hexdigest()[:16]
+        h = hashlib.sha256(read_bytes(path, MAX_SPEC_BYTES, "spec")).hexdigest()[:16]
     except BadFile as e:
         raise UserError(f"{path}: {e}") from None
+    from graphspec.overrides import fingerprint
+    return h + ("+" + fingerprint(sets) if sets else "")
 
 
 DATA_OPTIONS = ("tokens", "min_count", "max_vocab")      # train flags that shape a data file's vocabulary
@@ -462,12 +466,17 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         steps: Optional[int] = None, epochs: Optional[float] = None, batch: Optional[int] = None,
         lr: Optional[float] = None, seed: Optional[int] = None, resume: bool = False,
         progress: bool = True, stop_after: Optional[int] = None, overwrite: bool = False,
-        options: Optional[dict] = None) -> dict:
+        options: Optional[dict] = None, sets: Optional[list] = None, dtype=np.float32) -> dict:
     """Train SPEC; returns the final validation metrics. `stop_after` ends the run early (after
     that many steps of this invocation) as if interrupted, writing last.npz: used by tests.
-    `options`: train-section values given as flags (stop_at_target, patience)."""
+    `options`: train-section values given as flags (stop_at_target, patience, and the data file's
+    vocabulary flags); `sets`: --set KEY=VALUE overrides (graphspec/overrides.py)."""
+    from graphspec.overrides import load as load_with
+    w = world()
     check_run_dir(out, resume, overwrite)
-    g0 = graphspec.load(spec)
+    sets = list(sets or [])
+    g0, text = load_with(spec, sets)
+    text = text if sets else None
     cfg = train_config(g0)
     for k, v in (("steps", steps), ("batch", batch), ("lr", lr), ("seed", seed)):
         if v is not None:
@@ -476,14 +485,22 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
     data_options = {k: options.pop(k) for k in DATA_OPTIONS if options.get(k) is not None}
     task = make_task(g0, data_path, task_name, data_options)
     bind = bind_dims(g0, task)
-    g = graphspec.load(spec, bind=bind)
+    g = graphspec.load(spec, text, bind=bind)
     tables = make_tables(g, task)
     if epochs is not None:
         cfg["steps"] = steps_for_epochs(task, epochs, int(cfg["batch"]))
     cfg.update({k: v for k, v in (options or {}).items() if v is not None})
     check_stopping(cfg)
     B, seed = int(cfg["batch"]), int(cfg["seed"])
-    model = Model(spec, bind=bind, seed=seed, tables=tables)
+    if w.size > 1 and cfg.get("per_example"):
+        raise UserError(f"per_example training (word2vec's online updates) does not run data-parallel: its "
+                        f"updates are sequential by definition; train it with one process (without mpiexec/--procs)")
+    if w.size > 1 and (cfg.get("stop_at_target") or cfg.get("patience")):
+        raise UserError("early stopping (stop_at_target, patience) does not run data-parallel yet: rank 0 alone "
+                        "validates; train with one process, or without it")
+    if w.size > B:
+        raise UserError(f"batch {B} is smaller than the {w.size} ranks: each rank needs an example of every batch")
+    model = Model(spec, bind=bind, text=text, seed=seed, tables=tables, dtype=dtype)
     if not model.nlearn or not g.losses:
         raise UserError(f"{spec}: nothing to train: {'no loss' if not g.losses else 'every param is learn: false'}")
     check_batch_fits(model, task, B, seed)
@@ -491,19 +508,37 @@ def run(spec: str, out: str, task_name: Optional[str] = None, data_path: Optiona
         from .export.word2vec import apply_pretrained
         apply_pretrained(model, dim_vocabs(g0, task), log=lambda msg: print(msg, file=sys.stderr))
     opt = Optimizer(cfg, model.nlearn, model.dtype)
-    meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec), "spec_text": read(spec).text,
+    meta = {"spec": os.path.abspath(spec), "spec_hash": spec_hash(spec, sets), "spec_text": read(spec).text,
             "bind": bind, "seed": seed, "task": getattr(task, "name", None), "data": data_path, "cfg": cfg,
             "vocab": _vocab_json(task)}
     if data_options:
         meta["data_options"] = data_options
-    with open_run_dir(out, resume, overwrite):       # locked until the training ends
-        return _train(out, model, opt, task, meta, resume, progress, stop_after)
+    if sets:
+        meta["set"] = sets
+
+    def train_here():
+        if not w.root:                # only rank 0 holds the run directory and writes
+            return _train(out, model, opt, task, meta, resume, False, stop_after)
+        with open_run_dir(out, resume, overwrite):       # locked until the training ends
+            write_config(out, text or read(spec).text)
+            res = _train(out, model, opt, task, meta, resume, progress, stop_after)
+        if w.summary():
+            print(w.summary(), file=sys.stderr)
+        return res
+    return guarded(train_here)
+
+
+def write_config(out: str, text: str):
+    """config.yaml: the spec as this run resolved it (the file's text, or with --set applied)."""
+    from .rundir import write_atomic
+    write_atomic(os.path.join(out, "config.yaml"), lambda f: f.write(text.encode("utf-8")))
 
 
 def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: bool, progress: bool,
            stop_after: Optional[int]) -> dict:
     """The loop, in a locked run directory: from step 0, or from last.npz with --resume."""
     cfg = meta["cfg"]
+    w = world()
     total, B, seed = int(cfg["steps"]), int(cfg["batch"]), int(cfg["seed"])
     rule = cfg.get("per_example")
     online = Online(model, opt, "word2vec" if rule == "word2vec" else "exact") if rule else None
@@ -514,14 +549,17 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
     watch = Watch(cfg, out)
     if resume:
         start, best_loss, result = _resume(last, meta["spec_hash"], model, opt)
-        cut_metrics(metrics_path, start)
-        gradnorm_rows = _load_gradnorms(out, start)
+        if w.root:
+            cut_metrics(metrics_path, start)
+            gradnorm_rows = _load_gradnorms(out, start)
         watch.resume(last)
         if watch.stopped:
-            print(f"{out}: this run stopped early at step {start} ({watch.stopped}); nothing to resume",
-                  file=sys.stderr)
+            if w.root:
+                print(f"{out}: this run stopped early at step {start} ({watch.stopped}); nothing to resume",
+                      file=sys.stderr)
             return dict(result, stopped=watch.stopped)
-    log = MetricsLog(metrics_path)
+    w.broadcast(model.params)       # every rank starts from rank 0's params
+    log = MetricsLog(metrics_path) if w.root else None
     if progress:
         print(startup_header(model, task, meta, out, start), file=sys.stderr, flush=True)
     bar = Progress(total, start, progress)
@@ -531,6 +569,9 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
 
     def commit(done: int, metrics: dict):
         """Logs durable up to step `done`, then last.npz says `done` (see runtime/rundir.py)."""
+        if not w.root:
+            committed[0] = done
+            return
         log.sync()
         _save_gradnorms(out, gradnorm_rows)
         save_checkpoint(last, model, opt, done, dict(meta, best_loss=best_loss, metrics=metrics, **watch.state()))
@@ -538,17 +579,19 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
 
     step = start
     stop = []
+    stopping = False       # every rank stops at the same step: the flag travels with the loss
     old_handler = _defer_sigint(stop)
     try:
         if not resume:
             commit(0, {})         # from here on the directory can always be resumed
         # after the first commit: a run killed before it is started again, not resumed
-        record_environment(out, environment(meta["spec"]))
+        if w.root:
+            record_environment(out, environment(meta["spec"]))
         for step in range(start, total):
-            if stop or (stop_after is not None and step - start >= stop_after):
+            if (stopping if w.size > 1 else stop) or (stop_after is not None and step - start >= stop_after):
                 raise KeyboardInterrupt
             t0 = time.perf_counter()
-            b = round_lengths(task.batch("train", B, step, seed), model)
+            b = w.shard(round_lengths(task.batch("train", B, step, seed), model), model)
             _schedule_sampling(model, b, step, total)
             rate = learning_rate(cfg, step, total)
             if online is not None:                  # word2vec's updates: no batch gradient, no norm
@@ -557,9 +600,11 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
                     raise NonFinite("loss")
             else:
                 loss = model.forward(b, mode="train", seed=_step_seed(seed, step))
+                loss, stopping = w.agree(loss, bool(stop))
                 if not math.isfinite(loss):
-                    raise NonFinite(first_nonfinite(model) or "loss")
+                    raise NonFinite(first_nonfinite(model) or "loss (on another rank)")
                 model.backward()
+                w.reduce_grads(model)
                 gvec = model.current.G[:model.nlearn]
                 support = model.current.grad_support()
                 norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0), support)
@@ -571,9 +616,11 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
             if norm is not None:
                 rec["grad_norm"] = norm
             if states and (step % max(1, eval_every // 4) == 0):
-                gn = grad_norms_over_time(model, states[0])
+                gn = w.reduce_sq(grad_norms_over_time(model, states[0]))
                 rec["grad_norm_t"] = gn.round(8).tolist()
                 gradnorm_rows.append((step + 1, gn))
+            if not w.root:
+                continue
             log.append(rec)
             bar.update(step, loss, ntok / max(dt, 1e-9))
             if (step + 1) % eval_every == 0 or step + 1 == total:
@@ -599,24 +646,29 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
         done = step              # steps start .. step-1 are complete; step was not begun
         commit(done, result)
         bar.close()
-        log.close()
+        if log:
+            log.close()
         raise Interrupted(f"interrupted at step {done}; checkpoint written to {last} "
                           f"(continue with --resume)")
     except NonFinite as e:
         _restore_sigint(old_handler)
         bar.close()
-        log.close()
-        raise UserError(f"the loss became NaN/Inf at step {step + 1}: node {e} is the first non-finite value; "
+        if log:
+            log.close()
+        raise Agreed(f"the loss became NaN/Inf at step {step + 1}: node {e} is the first non-finite value; "
                         f"last good checkpoint: {last} (step {committed[0]}). Try a lower --lr or a clip in the "
                         f"train section") from None
     except OSError as e:          # a full disk, a directory made read-only: the last commit stands
         _restore_sigint(old_handler)
         bar.close()
-        log.close(flush=False)
+        if log:
+            log.close(flush=False)
         raise UserError(f"cannot write {e.filename or out}: {e.strerror or e}; {last} holds step {committed[0]}, "
                         f"intact (continue with --resume)") from None
     _restore_sigint(old_handler)
     bar.close()
+    if not w.root:
+        return result
     log.close()
     _save_gradnorms(out, gradnorm_rows)
     _save_attention(model, task, out, seed)

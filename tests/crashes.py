@@ -21,7 +21,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_FILES = ("metrics.jsonl", "last.npz", "best.npz", "gradnorm.npy", "attention.npz", "run.json")
+RUN_FILES = ("metrics.jsonl", "last.npz", "best.npz", "gradnorm.npy", "attention.npz", "run.json", "config.yaml")
 # every kind of write a training makes, and how often it happens in TINY's 40 steps
 POINTS = {"metrics.jsonl:torn": 45, "last.npz:written": 6, "last.npz:renamed": 6, "best.npz:written": 3,
           "best.npz:renamed": 3, "gradnorm.npy:written": 6, "gradnorm.npy:renamed": 6,

@@ -12,7 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what each script needs beyond the project's own dependencies (the bench extra)
 NEEDS = {"run.py": ("torch", "gensim"), "throughput.py": ("torch",), "system.py": ("torch",),
-         "word2vec.py": ("gensim",), "sweep.py": ("torch",), "custom_cells.py": ("torch",)}
+         "word2vec.py": ("gensim",), "sweep.py": ("torch",), "custom_cells.py": ("torch",),
+         "mpi_scaling.py": ("mpi4py",)}
 # scripts that write a results file: the flag that sends it somewhere harmless, and the file
 WRITES = {"run.py": ("--out", "results.json"), "throughput.py": ("--json", "out.json"),
           "word2vec.py": ("--json", "out.json"), "compile.py": ("--json", "out.json"),

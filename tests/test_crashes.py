@@ -137,7 +137,7 @@ def test_leftover_temp_files_of_a_killed_run_are_removed(tiny, tmp_path):
     (run / ".tmp-999-last.npz").write_bytes(b"half a checkpoint")
     code, out, err = main("train", tiny["ff"], "--out", run, "--quiet", "--resume", "--steps", "6")
     assert code == 0, err
-    assert sorted(os.listdir(run)) == ["best.npz", "last.npz", "metrics.jsonl", "run.json", "run.lock"]
+    assert sorted(os.listdir(run)) == ["best.npz", "config.yaml", "last.npz", "metrics.jsonl", "run.json", "run.lock"]
 
 
 def test_a_full_disk_leaves_the_last_checkpoint_intact(tiny, tmp_path):

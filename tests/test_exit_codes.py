@@ -18,7 +18,7 @@ import cli
 from runtime import commands
 
 VERBS = ["validate", "compile", "render", "schema", "train", "eval", "predict", "generate", "neighbors", "export",
-         "gradcheck", "viz", "plot", "tasks"]
+         "gradcheck", "viz", "plot", "tasks", "sweep"]
 
 
 def invocations(tiny, tmp):
@@ -40,6 +40,8 @@ def invocations(tiny, tmp):
         "viz": (["viz", tiny["elman"], "-o", tmp / "g.svg"], ["viz", tiny["elman"], "-o", tmp / "g.gif"]),
         "plot": (["plot", tiny["run_elman"], "-o", tmp / "pics"], ["plot", tmp / "empty"]),
         "tasks": (["tasks", "parity"], ["tasks", "parityy"]),
+        "sweep": (["sweep", tiny["ff"], "--set", "train.steps=1,2", "--out", tmp / "sweep", "--quiet"],
+                  ["sweep", tiny["ff"], "--set", "train.stesp=1,2", "--out", tmp / "sweep"]),
     }
 
 
