@@ -39,7 +39,7 @@ def test_the_overridden_spec_is_the_spec_with_those_values():
 @pytest.mark.parametrize("flag, message", [
     ("train.cilp=1", "--set train.cilp=1: train has no key 'cilp'; did you mean 'clip'? (keys: optimizer, lr, "
                      "schedule, decay, decay_every, momentum, weight_decay, clip, batch, steps, per_example, seed, "
-                     "eval_every, len, target)"),
+                     "eval_every, len, target, warmup, stop_at_target, patience, keep_best)"),
     ("dims.HH=3", "--set dims.HH=3: the spec has no dim 'HH'; did you mean 'H'? (dims: H)"),
     ("params.V_0=3", "--set params.V_0=3: the spec has no param 'V_0'; did you mean 'V_o'? (params: V_o, c)"),
     ("trian.lr=1", "--set trian.lr=1: the spec has no key 'trian'; did you mean 'train'? (keys: name, doc, data, "
