@@ -200,6 +200,18 @@ def test_word2vec_online_updates_are_refused_under_mpi(tmp_path):
         "are sequential by definition; train it with one process (without mpiexec/--procs)"]
 
 
+@needs_mpi
+def test_early_stopping_is_refused_under_mpi(tmp_path):
+    """Only rank 0 validates, so a decision to stop would leave the other ranks waiting."""
+    p = subprocess.run([MPIEXEC, "-n", "2", sys.executable, os.path.join(ROOT, "cli.py"), "train",
+                        "specs/feedforward.yaml", "--steps", "2", "--patience", "2", "--out", str(tmp_path / "f")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900, env=SINGLE_THREAD)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "graphspec: early stopping (stop_at_target, patience) does not run data-parallel yet: rank 0 alone "
+        "validates; train with one process, or without it"]
+
+
 def test_procs_without_mpiexec_says_what_to_install(tmp_path, monkeypatch):
     from conftest import main
     monkeypatch.setattr(distributed, "mpiexec", lambda: None)
