@@ -315,6 +315,7 @@ def fused_source(group: Fused, dtype: str) -> str:
     B += reads("        ") + [f"        gy{k} = go{k}[r]" for k in range(nout)]
     B += ["        for j in range(W):"] + forward_lines("            ")
     acc = {}                    # e-var or input block -> its gradient accumulator
+    added = set()               # those that a use inside the group added to
     lines = []
     for k, e in enumerate(group.outs):
         acc[f"e{e}"] = f"g_e{e}"
@@ -324,6 +325,10 @@ def fused_source(group: Fused, dtype: str) -> str:
         sig = REGISTRY[op]
         if f"e{i}" not in acc:
             continue
+        if i in group.outs and f"e{i}" in added:
+            # every use of e_i is in: its whole gradient goes back to G (it held only the uses
+            # outside the group: the cell state of an LSTM read ||dL/ds(T)|| = 0 at its last step)
+            lines.append(f"            gy{group.outs.index(i)}[j] = {acc[f'e{i}']}")
         names = dict(zip((a.name for a in sig.args), (operand(x) for x in args)))
         names.update(y=f"e{i}", g=acc[f"e{i}"])
         for a, x in zip(sig.args, args):
@@ -333,6 +338,7 @@ def fused_source(group: Fused, dtype: str) -> str:
             key = x if x[0] == "e" else _block(x)
             if key in acc:
                 lines.append(f"            {acc[key]} += {contrib}")
+                added.add(key)
             else:
                 acc[key] = f"g_{x}" if x[0] == "e" else "g_i{}_{}_{}".format(*key)
                 lines.append(f"            {acc[key]} = {contrib}")

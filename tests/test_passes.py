@@ -203,3 +203,9 @@ def test_fused_plans_compute_what_the_unfused_plan_computes(spec):
             gf, gp = fused.grads(), plain.grads()
             for k in gf:
                 np.testing.assert_allclose(gf[k], gp[k], rtol=1e-9, atol=1e-12, err_msg=k)
+            # the gradient of every state over time, as training records it (a fused cell's own
+            # uses of its state were once left out of G: ||dL/ds(T)|| read 0 for the LSTM)
+            from runtime.train import grad_norms_over_time, state_nodes
+            for node in state_nodes(fused):
+                np.testing.assert_allclose(grad_norms_over_time(fused, node), grad_norms_over_time(plain, node),
+                                           rtol=1e-9, atol=1e-12, err_msg=node)
