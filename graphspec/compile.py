@@ -12,11 +12,13 @@ from .plan import Plan
 
 def compile_graph(g: Graph, lengths: Optional[dict] = None, batch: int = 1, training: bool = True,
                   tables: Optional[dict] = None, dtype_bytes: int = 4, fuse: bool = True,
-                  check: bool = False) -> Plan:
+                  check: bool = False, pack_rows: Optional[int] = None) -> Plan:
     """Compile a typed step graph (graphspec.load) for concrete lengths and batch size.
     fuse=False keeps every node as written (the reference the fused forms are tested against);
-    check=True verifies the IR after every pass (the tests do)."""
+    check=True verifies the IR after every pass (the tests do); pack_rows: the most rows per step
+    a product reads its weight packed for (None: any; the runtime sets it from its GEMM path)."""
     ctx = make_ctx(g, lengths, batch, training, tables, dtype_bytes, fuse)
+    ctx.pack_rows = pack_rows
     run(g, ctx, check=check)
     return ctx.plan
 

@@ -49,3 +49,9 @@ def gemm_path() -> str:
 
 GEMM_PATH = gemm_path()
 AUTO_PATH = _supported()[0]     # what this CPU gets unless told otherwise
+# The most rows per step a recurrent product reads its weight packed for (graphspec/passes/pack.py).
+# bench/gemm.py on an AMD EPYC with AVX2 (2 cores): the packed kernel runs at ~30 GFLOP/s at any
+# row count, 3-15x OpenBLAS below 8 rows (one row: 4.5 against 58 us for [1x128]x[128x512]) but
+# behind it from 32 rows (138 against 83 us on 2 threads, 112 on 1); so BLAS from 17 rows there.
+# AVX-512 (16-wide panels) stayed ahead of BLAS at 32 rows when measured: no bound.
+PACK_ROWS = {"avx2": 16}.get(GEMM_PATH)

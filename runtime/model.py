@@ -20,6 +20,7 @@ import numpy as np
 import graphspec
 from graphspec.compile import compile_graph
 
+from .cpu import PACK_ROWS
 from .executor import Executor
 from .initializers import initialize
 
@@ -58,7 +59,8 @@ class Model:
         if key not in self._plans:
             shapes = {k: v.shape for k, v in self.tables.items()}
             self._plans[key] = compile_graph(self._graph(mode), lengths, batch, training=mode == "train",
-                                             tables=shapes, dtype_bytes=self.dtype.itemsize, fuse=self.fuse)
+                                             tables=shapes, dtype_bytes=self.dtype.itemsize, fuse=self.fuse,
+                                             pack_rows=PACK_ROWS)
         return self._plans[key]
 
     def executor(self, lengths: dict, batch: int, mode: str = "train") -> Executor:

@@ -151,6 +151,16 @@ def test_fuse_never_makes_a_same_step_cycle():
             assert not ({"a", "h"} <= set(names))
 
 
+def test_pack_leaves_products_of_more_rows_than_pack_rows_to_blas():
+    """On AVX2 the packed kernel is behind BLAS from 32 rows (runtime/cpu.py PACK_ROWS)."""
+    text = HEAD + "nodes:\n  h: tanh(b + W @ h[t-1] + U @ x)\nloss: mse(h, y)\n"
+    step_ops = lambda plan: {e.op for e in plan.eqns if e.out.slot == "t=2"}      # noqa: E731
+    assert "affine_packed" in step_ops(compile_graph(graphspec.load("t.yaml", text), {"t": 4}, 16, pack_rows=16))
+    wide = compile_graph(graphspec.load("t.yaml", text), {"t": 4}, 17, pack_rows=16, check=True)
+    assert "affine" in step_ops(wide) and not any(e.op == "pack" for e in wide.eqns)
+    assert "affine_packed" in step_ops(compile_graph(graphspec.load("t.yaml", text), {"t": 4}, 64))   # no bound
+
+
 def test_pack_reads_a_loop_weight_packed_once_and_leaves_dw_to_one_gemm():
     g = ir("  h: tanh(b + W @ h[t-1] + U @ x)\n", "pack")
     (step,) = [n for n in g.nodes.values() if n.op == "affine_packed"]

@@ -39,6 +39,7 @@ class Ctx:
     tables: dict = field(default_factory=dict)       # table name -> shape
     dtype_bytes: int = 4
     fuse: bool = True               # False: every node as written (the reference fusions are tested against)
+    pack_rows: Optional[int] = None  # most rows per step a product packs its weight for (None: any)
     stats: dict = field(default_factory=dict)
     layout: Optional[object] = None                   # set by the layout pass
     plan: Optional[object] = None                     # set by the emit pass

@@ -13,9 +13,11 @@ def run(g: Graph, ctx) -> dict:
     step: it reads W through `W#packed = pack(W)` instead, computed once per forward before the
     loops (the runtime's micro-kernel reads W in the layout it wants, with no repacking per
     step, and one row takes a GEMV-like path). Its weight gradient stays one GEMM over all steps.
+    With ctx.pack_rows set, only for at most that many rows per step (the batch): beyond it the
+    BLAS GEMM is faster on that GEMM path (runtime/cpu.py PACK_ROWS).
     Contract: every packed op computes what its unpacked op computed; W's pack is static (no
     axis) and reads only W."""
-    if not ctx.fuse:
+    if not ctx.fuse or (ctx.pack_rows is not None and ctx.batch > ctx.pack_rows):
         return {"packed weights": 0}
     _, loop_of = loops(g)
     made = {}
