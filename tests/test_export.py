@@ -274,6 +274,7 @@ def test_a_part_onnx_cannot_express_is_one_line_naming_the_node(ort, tmp_path):
 
 
 # ---------------------------------------------------------------- word2vec
+W2V_E = 'E: {shape: [V, D], init: "uniform(-0.0078125, 0.0078125)"}'       # the word2vec specs' E line
 @pytest.fixture(scope="module")
 def w2v_run(tmp_path_factory):
     from conftest import run_cli
@@ -312,9 +313,10 @@ def test_a_model_starts_from_those_vectors(w2v_run, cli):
         assert cli("export", w2v_run / "run" / "last.npz", "--format", "word2vec", "-o", vectors).returncode == 0
     words, vecs = word2vec.read(str(vectors))
     spec = w2v_run / "pre.yaml"
-    spec.write_text(open(os.path.join(ROOT, "specs", "w2v_cbow_ns.yaml")).read().replace(
-        'E: {shape: [V, D], init: "uniform(-0.008, 0.008)"}',
-        f'E: {{shape: [V, D], init: {{file: {vectors.name}, rest: "normal(0.1)"}}, learn: false}}'))
+    text = open(os.path.join(ROOT, "specs", "w2v_cbow_ns.yaml")).read()
+    assert W2V_E in text and "per_example: word2vec" in text
+    text = text.replace("per_example: word2vec", "per_example: true")     # word2vec's rule updates E: frozen here
+    spec.write_text(text.replace(W2V_E, f'E: {{shape: [V, D], init: {{file: {vectors.name}, rest: "normal(0.1)"}}, learn: false}}'))
     r = cli("train", spec, "--steps", "20", "--out", w2v_run / "pre", "--quiet")
     assert r.returncode == 0, r.stderr
     V = len(words) + 4
@@ -384,7 +386,7 @@ def test_bad_vector_files_give_one_line(tmp_path, content, message):
 
 def test_file_init_errors_name_the_spot(tmp_path, cli):
     base = open(os.path.join(ROOT, "specs", "w2v_skipgram_ns.yaml")).read()
-    old = 'E: {shape: [V, D], init: "uniform(-0.008, 0.008)"}'
+    old = W2V_E
     line = base.splitlines().index(next(ln for ln in base.splitlines() if old in ln)) + 1
     col = base.splitlines()[line - 1].index("init:") + 7
     cases = [

@@ -327,9 +327,11 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
     g0, g1 = f(Rr, W).astype(dtype), f(Rr, W).astype(dtype)
     grads = [np.zeros_like(x) for x in xs]
     need = sum(1 << k for k, a in enumerate(sig.args) if a.kind != "mask")
-    mod.bwd(*xs, o0, o1, g0, g1, *grads, need)
     ga = g0.copy()
+    mod.bwd(*xs, o0, o1, g0, g1, *grads, need)
     KERNELS["tanh"][1](r0, r1, g1, ga, 1)
+    # e0's gradient goes back to G whole: from outside the group (g0) and from tanh inside it
+    np.testing.assert_allclose(g0, ga, err_msg="the output's whole gradient", **tol)
     ref = [np.zeros_like(x) for x in direct]
     KERNELS[name][1](*direct, r0, ga, *ref, need)
     for k, (x, s) in enumerate(zip(xs, args)):
