@@ -1,6 +1,6 @@
 """The long-term-dependency study's pictures and table (docs/study.md), from two sweeps' directories:
 
-    python docs/study/plots.py [--adding sweeps/study_adding] [--copy sweeps/study_copy] [--out docs/images]
+    python docs/study/plots.py [--adding sweeps/study_adding] [--copy sweeps/study_copy] [--out docs/study]
 
 Writes study_vs_T.png (final validation loss and success rate against T, a line per model, for
 each task) and study_gradnorm.png (||dL/dh(t)|| over t at the first step and at the last logged
@@ -123,10 +123,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--adding", default="sweeps/study_adding")
     ap.add_argument("--copy", default="sweeps/study_copy")
-    ap.add_argument("--out", default="docs/images")
+    ap.add_argument("--out", default="docs/study")
     a = ap.parse_args()
     sweeps = {"adding": a.adding, "copy": a.copy}
     results = {t: rows(d) for t, d in sweeps.items() if rows(d)}
+    if not results:
+        sys.exit(f"plots.py: no results.jsonl in {a.adding} or {a.copy}: run the study's sweeps first (docs/study.md)")
+    os.makedirs(a.out, exist_ok=True)
     print(plot_vs_T(results, a.out))
     print(plot_gradnorm(sweeps, results, a.out))
     print(table(results))
