@@ -101,6 +101,8 @@ class OpSig:
     gemm: tuple = ()             # (weight, input): in a loop, dW = one GEMM over every step (deferred)
     onto: int = -1               # the output starts as a copy of this operand (it may take its buffer)
     kernels: str = ""            # runtime/kernels/<module>.py with NAME_fwd/NAME_bwd ('' = generated)
+    rowwise: bool = False        # row r of the output reads only row r of each operand with the
+                                 # batch's rows (elementwise ops are, by their `ew`): Plan.row_segments
     example: Optional[Callable] = None   # gen -> (operands, out shape, attrs): valid operands for tests
 
     @property
@@ -110,6 +112,11 @@ class OpSig:
     @property
     def masks(self) -> tuple:
         return tuple(k for k, a in enumerate(self.args) if a.kind == "mask")
+
+    @property
+    def row_local(self) -> bool:
+        """Can one thread run rows [r0, r1) of this op while another runs the rest?"""
+        return (self.rowwise or self.ew is not None) and self.scratch is None and not self.loss and not self.stepwise
 
     @property
     def rows(self) -> tuple:
@@ -225,6 +232,7 @@ def _packed_example(with_a):
 
 
 @op("matmul_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x")), gemm=(0, 2), kernels="linear",
+    rowwise=True,
     example=_packed_example(False))
 def _matmul_packed(ts, at):
     """y = W x inside a loop, over P = pack(W) (graphspec/passes/pack.py): the same product as
@@ -236,7 +244,7 @@ def _matmul_packed(ts, at):
 
 
 @op("affine_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x"), Arg("a")), gemm=(0, 2), onto=3,
-    kernels="linear",
+    kernels="linear", rowwise=True,
     example=_packed_example(True))
 def _affine_packed(ts, at):
     """y = W x + a inside a loop, over P = pack(W): affine from packed weights.

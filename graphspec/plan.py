@@ -150,6 +150,56 @@ class Plan:
                     attrs[i, k] = float(e.attrs[name])
         return np.array(recs or [0], np.int64), offsets, attrs
 
+    # ------------------------------------------------------------ rows on separate threads
+    def _per_row(self, e: Eqn, k: int, v: View) -> bool:
+        """Is input k (or an output, k = -1) of e one of the batch's rows per view row?"""
+        if v.rows != self.batch or self.buffers[v.buf].kind not in ("value", "input", "scratch"):
+            return False
+        return k < 0 or e.op == "fused" or not REGISTRY[e.op].args[k].nograd
+
+    def _row_local(self, e: Eqn) -> bool:
+        if e.nofwd or e.scratch is not None or not (e.op == "fused" or REGISTRY[e.op].row_local):
+            return False
+        if not all(self._per_row(e, -1, v) for v in e.outs):
+            return False
+        need = e.need or (False,) * len(e.ins)
+        # an operand shared by all rows is read-only here: its gradient would be a sum over rows
+        return all(self._per_row(e, k, v) or not n for k, (v, n) in enumerate(zip(e.ins, need)))
+
+    def row_segments(self, min_len: int = 4) -> list:
+        """Runs [i0, i1) of at least min_len consecutive equations that all read and write their
+        batch rows independently (a recurrent loop: T steps of affine_packed and a fused cell):
+        rows [r0, r1) of every step can run on one thread while other threads run other rows,
+        with no synchronisation until the run ends, forward and backward (encode_rows)."""
+        if self.batch < 2:
+            return []
+        runs, start = [], None
+        for i, e in enumerate(self.eqns + [None]):
+            if e is not None and self._row_local(e):
+                start = i if start is None else start
+                continue
+            if start is not None and i - start >= min_len:
+                runs.append((start, i))
+            start = None
+        return runs
+
+    def encode_rows(self, r0: int, r1: int, segments: list):
+        """encode()'s records with the equations of `segments` narrowed to batch rows [r0, r1):
+        every per-row view (offset, B, cols) becomes (offset + r0 * cols, r1 - r0, cols); shared
+        operands (weights, broadcast params) and every other equation are unchanged."""
+        records, offsets, _ = self.encode()
+        records = records.copy()
+        for i0, i1 in segments:
+            for i in range(i0, i1):
+                e = self.eqns[i]
+                at = offsets[i] + RECORD_HEADER
+                views = [(-1, v) for v in e.outs] + list(enumerate(e.ins))
+                for j, (k, v) in enumerate(views):
+                    if self._per_row(e, k, v):
+                        records[at + 3 * j] = v.offset + r0 * v.cols
+                        records[at + 3 * j + 1] = r1 - r0
+        return records
+
     def params(self):
         return [b for b in self.buffers.values() if b.kind == "param"]
 

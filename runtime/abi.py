@@ -2,11 +2,40 @@
 views of the flat arrays built from an equation's record (Plan.encode). Kept in one module so
 that numba compiles these helpers once, not once per generated kernel."""
 import numpy as np
-from numba import carray
+from llvmlite import ir
+from numba import carray, types
+from numba.extending import intrinsic
 
 from graphspec.plan import MAX_ATTRS, RECORD_HEADER
 
 from .jit import jit
+
+
+@intrinsic
+def call(typingctx, addr, a, b, c, d, e):
+    """Call the kernel at address `addr`, `void k(F, G, I, record, attrs)`, with five
+    pointer-sized integers as its pointers."""
+    sig = types.void(addr, a, b, c, d, e)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i8p] * 5)
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(fn, [builder.inttoptr(x, i8p) for x in args[1:]])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@jit
+def run(table, offsets, records, attrs, f, g, i, i0, i1, step):
+    """Equations [i0, i1) of a plan, first to last (step 1) or last to first (step -1): the
+    kernel at table[k] of each (0: none) over the record at address records + 8 offsets[k].
+    records, attrs, f, g, i: addresses."""
+    k = i0 if step > 0 else i1 - 1
+    for _ in range(i1 - i0):
+        if table[k] != 0:
+            call(table[k], f, g, i, records + 8 * offsets[k], attrs + 8 * MAX_ATTRS * k)
+        k += step
 
 
 @jit

@@ -18,7 +18,11 @@ from graphspec.plan import Plan
 from . import interp
 from .codegen import kernels_for, warm
 from .jit import jit
+from .kernels import team
+from .kernels.rows import DESC_LEN
 from .optim import Support
+
+MIN_ROWS = 2        # fewest batch rows a thread takes of a recurrent loop (Executor._rows_setup)
 
 
 def _unwritten(plan: Plan) -> list:
@@ -102,6 +106,21 @@ class Executor:
         self.loss_offsets = np.array([v.offset for v in plan.losses], np.int64)
         self.zero_each_batch = _unwritten(plan)
         self._sparse_setup()
+        self._rows_setup()
+
+    def _rows_setup(self):
+        """The plan's runs of row-local equations (its recurrent loops) run split by batch rows
+        over the threads of the packed products' team (runtime/kernels/rows.py), one row range
+        a thread, at least MIN_ROWS rows each."""
+        p, nthreads = self.plan, team.size() + 1
+        nparts = min(nthreads, p.batch // MIN_ROWS)
+        self.segments = p.row_segments() if nparts > 1 else []
+        if not self.segments:
+            return
+        self.segs = np.array(self.segments, np.int64)
+        cut = [k * p.batch // nparts for k in range(nparts + 1)]
+        self.parts = np.stack([p.encode_rows(cut[k], cut[k + 1], self.segments) for k in range(nparts)])
+        self.desc = np.zeros(DESC_LEN, np.int64)
 
     def _sparse_setup(self):
         """Params with row-sparse gradients (plan: Buffer.sparse): backward zeroes only the rows
@@ -172,7 +191,11 @@ class Executor:
 
     def forward(self, seed: int = 0) -> float:
         interp.seed(int(seed) & 0x7FFFFFFF)
-        interp.forward(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
+        if self.segments:
+            interp.forward_rows(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+                                self.segs, self.parts, self.desc)
+        else:
+            interp.forward(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
         return self.loss()
 
     def loss(self) -> float:
@@ -184,7 +207,11 @@ class Executor:
         for b, rows in zip(self.sparse, self.rows):
             _zero_rows(self.view(b.name, grad=True), rows)
         self.G[self.loss_offsets] = 1
-        interp.backward(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
+        if self.segments:
+            interp.backward_rows(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+                                 self.segs, self.parts, self.desc)
+        else:
+            interp.backward(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
         if self.sparse:
             self.M[:] = 0
             interp.touched(self.rows_k, self.moff, self.offsets, self.records, self.attrs, self.F, self.M, self.I)

@@ -30,7 +30,7 @@ def _sources_stamp() -> str:
     """A hash of every source compiled code is made from (the kernels, their calling convention,
     the code generator, this file): part of the cache directory's name."""
     here = os.path.dirname(os.path.abspath(__file__))
-    files = [os.path.join(here, f) for f in ("jit.py", "abi.py", "codegen.py", "cpu.py")] + sorted(
+    files = [os.path.join(here, f) for f in ("jit.py", "abi.py", "codegen.py", "cpu.py", "interp.py")] + sorted(
         os.path.join(here, "kernels", f) for f in os.listdir(os.path.join(here, "kernels")) if f.endswith(".py"))
     h = hashlib.sha256()
     for f in files:

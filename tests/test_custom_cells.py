@@ -14,7 +14,7 @@ from bench.custom_cells import CELLS, TORCH_CELLS, spec_path, torch_logits, torc
 from runtime.model import Model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-T, B, H = 5, 3, 6
+T, B, H = 5, 5, 6           # B = 5: two threads split each loop 2 + 3 rows
 
 
 def batch(seed=0):

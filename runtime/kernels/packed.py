@@ -37,7 +37,9 @@ Threads: `set_threads(n)` starts n - 1 workers (runtime/kernels/team.py). A prod
 or more is cut into chunks of 4 panels that the caller and the workers claim one at a time;
 the caller never waits for a worker to start, only for a chunk one has claimed. Per shape the
 caller times shared and solo calls and keeps the faster (exploring the other now and then), so
-on a busy machine, or where two threads share one core's FMA units, it runs alone.
+on a busy machine, or where two threads share one core's FMA units, it runs alone. Inside a
+recurrent loop split by batch rows (runtime/kernels/rows.py) the team is busy with the loop and
+every product runs alone on its thread's rows.
 """
 import llvmlite.binding as ll
 import numba
@@ -49,7 +51,7 @@ from numba.extending import intrinsic, overload
 
 from ..cpu import GEMM_PATH
 from ..jit import OPTIONS, jit
-from . import team
+from . import rows, team
 from .blas import gemm
 
 PANEL = 16
@@ -307,7 +309,7 @@ def _product_impl(A, P, C, accumulate):
         nchunks = (npan + CHUNK - 1) // CHUNK
         if nchunks > 1 and 2 * M * r * n >= MIN_PARALLEL_FLOPS:
             job = team.ctl()
-            if team.workers(job):
+            if team.workers(job) and not team.busy(job):
                 start = team.cycles()
                 slot, shared, timed = team.choose(job, M, r, n)
                 gen = team.publish(job, A, P, C, accumulate, nchunks) if shared else -1
@@ -334,6 +336,9 @@ def _worker():
             return
         seen = gen
         # the params may already be the next job's: harmless, `claim` refuses a stale generation
+        if c[team.KIND] == team.ROWS_JOB:
+            team.helped(c, rows.worker_job(c, gen))
+            continue
         M, r, n = c[team.M_], c[team.R_], c[team.N_]
         A = numba.carray(team.as_pointer(c[team.A_ADDR], np.float32), (M, r))
         P = numba.carray(team.as_pointer(c[team.P_ADDR], np.float32), (((n + PANEL - 1) // PANEL) * r, PANEL))

@@ -14,7 +14,10 @@ futex; the caller only makes the wake-up system call when one sleeps.
 The control block, CTL int64 slots each on its own cache line, is a buffer registered with
 LLVM under the name `graphspec_team_ctl` (as blas.py registers BLAS), so jitted code reaches it
 without an argument and cached code links to it in every process. One job at a time: a caller
-that finds the team busy (another thread's job) runs its product alone.
+that finds the team busy (another thread's job, or the rows job it is part of:
+runtime/kernels/rows.py) runs its product alone. A job is a GEMM's panel chunks (KIND
+GEMM_JOB, the params line) or a run of plan equations' row ranges (ROWS_JOB, DESC: the address
+of its description).
 
 Job protocol (all atomics sequentially consistent):
     caller:  cas(BUSY 0 -> 1); write params; DONE = 0; NEXT = gen << 32; GEN = gen;
@@ -40,9 +43,11 @@ from numba.extending import intrinsic
 from ..jit import jit
 
 LINE = 8                            # int64 slots per cache line
-BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, STATS, PARAMS, SHAPES = (LINE * i for i in range(11))
+BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, STATS, PARAMS, JOB, SHAPES = (LINE * i for i in range(12))
 JOBS, SOLOS, WAITED = STATS, STATS + 1, STATS + 2               # counters, for benchmarks
 A_ADDR, P_ADDR, C_ADDR, M_, R_, N_, ACC, NCHUNKS = range(PARAMS, PARAMS + 8)
+KIND, DESC = JOB, JOB + 1           # what a job is: a GEMM (the params above) or rows of a plan run
+GEMM_JOB, ROWS_JOB = 0, 1
 NSHAPES = 64                        # per-shape timings (a line each) for choosing team or solo
 T_TEAM, T_SOLO, CALLS, EXPLORE, INTERVAL, BURST, LAST, KEY = range(8)
 CTL = SHAPES + NSHAPES * LINE
@@ -177,12 +182,35 @@ def publish(c, A, P, C, accumulate, nchunks):
     another caller's job is running: run alone)."""
     if _load(c, WORKERS) == 0 or not _cas(c, BUSY, 0, 1):
         return -1
-    gen = _load(c, GEN) + 1
+    c[KIND] = GEMM_JOB
     c[A_ADDR] = A.ctypes.data
     c[P_ADDR] = P.ctypes.data
     c[C_ADDR] = C.ctypes.data
     c[M_], c[R_], c[N_] = A.shape[0], A.shape[1], C.shape[1]
     c[ACC] = 1 if accumulate else 0
+    return _open(c, nchunks)
+
+
+@jit
+def publish_rows(c, desc, nparts):
+    """Take the team for a run of plan equations over nparts row ranges (runtime/interp.py:
+    `desc` is the address of the run's description); returns its generation, or -1."""
+    if _load(c, WORKERS) == 0 or not _cas(c, BUSY, 0, 1):
+        return -1
+    c[KIND] = ROWS_JOB
+    c[DESC] = desc
+    return _open(c, nparts)
+
+
+@jit
+def busy(c):
+    """Is a job running? (A kernel called inside a job's chunk then runs alone, untimed.)"""
+    return _load(c, BUSY) != 0
+
+
+@jit
+def _open(c, nchunks):
+    gen = _load(c, GEN) + 1
     c[NCHUNKS] = nchunks
     _store(c, DONE, 0)
     _store(c, NEXT, (gen & MASK) << 32)
@@ -328,6 +356,10 @@ def start(n: int, worker) -> None:
     stop()
     if not sys.platform.startswith("linux"):
         return
+    # Compile (or load) the loop here, not in the new threads: a thread compiling holds numba's
+    # compiler lock, and a process forked meanwhile (codegen.warm's workers) inherits it held and
+    # never compiles anything (seen: a cold cache, threads started, then a new plan's kernels).
+    worker.compile(())
     c = _ctl
     c[WORKERS] = n
     for _ in range(n):

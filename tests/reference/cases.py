@@ -25,7 +25,7 @@ class Case:
     fixed: tuple = ()                 # params that are not learned
     edits: tuple = ()                 # (old, new) replacements of the spec's text: a variant
     tables: Optional[str] = None      # 'tree' or 'unigram' (word2vec)
-    batch: int = 3
+    batch: int = 5                    # odd: 2 threads split it 2 + 3 rows (runtime/kernels/rows.py)
 
     @property
     def path(self) -> str:

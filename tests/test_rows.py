@@ -1,0 +1,160 @@
+"""Recurrent loops split by batch rows over threads (Plan.row_segments, runtime/kernels/rows.py):
+which equations may be split, how their views narrow, and that a split run computes exactly
+what one thread does: the same loss, parameters and gradients, bit for bit, for every spec."""
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import graphspec
+from graphspec.compile import compile_graph
+from runtime.gradcheck import random_batch, random_tables, tiny_bind
+from runtime.kernels import packed, team
+from runtime.model import Model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPECS = sorted(glob.glob(os.path.join(ROOT, "specs", "*.yaml")))
+needs_team = pytest.mark.skipif(not packed.SIMD, reason="no SIMD GEMM path: the loops run on BLAS, unsplit")
+
+LSTM = """
+name: rows
+dims: {V: 11, H: 6}
+inputs:
+  x: {tokens: V, axis: t}
+  y: {tokens: V, axis: t, target: true}
+params:
+  E: {shape: [V, H], init: normal(0.1)}
+nodes:
+  h: lstm(E[x], H)
+  o: softmax_out(h, V)
+loss: cross_entropy(o, y)
+"""
+
+
+@pytest.fixture
+def two_threads():
+    before = team.size() + 1
+    packed.set_threads(2)
+    yield
+    packed.set_threads(before)
+
+
+def plan_of(text, batch, T=5):
+    return compile_graph(graphspec.load("rows.yaml", text), {"t": T}, batch)
+
+
+def test_the_lstm_loop_is_one_segment_of_every_step():
+    plan = plan_of(LSTM, 4)
+    (i0, i1), = plan.row_segments()
+    ops = [e.op for e in plan.eqns[i0:i1]]
+    assert ops == ["affine_packed", "fused"] * 5
+    # what comes before and after reads or writes all steps' rows at once
+    assert plan.eqns[i0 - 1].out.rows == 5 * 4 and plan.eqns[i1].ins[1].rows == 5 * 4
+
+
+def test_one_row_or_a_learned_operand_shared_by_all_rows_is_not_split():
+    assert plan_of(LSTM, 1).row_segments() == []
+    # a peephole weight inside the cell: its gradient is a sum over rows, so the cell stays whole
+    scaled = LSTM.replace("h: lstm(E[x], H)", "h: tanh(E[x] + W @ h[t-1]) * p").replace(
+        "E: {shape: [V, H], init: normal(0.1)}",
+        "E: {shape: [V, H], init: normal(0.1)}\n  W: {shape: [H, H], init: orthogonal}\n  p: {shape: [H], init: ones}")
+    plan = plan_of(scaled, 4)
+    assert any(e.op == "fused" and any(v.buf == "p" for v in e.ins) for e in plan.eqns)
+    assert all(not any(v.buf == "p" for v in e.ins)
+               for i0, i1 in plan.row_segments() for e in plan.eqns[i0:i1])
+
+
+def test_encode_rows_narrows_per_row_views_and_keeps_shared_ones():
+    plan = plan_of(LSTM, 4)
+    segs = plan.row_segments()
+    full, offsets, _ = plan.encode()
+    part = plan.encode_rows(1, 3, segs)
+    i0, i1 = segs[0]
+    assert np.array_equal(full[:offsets[i0]], part[:offsets[i0]])           # outside: unchanged
+    e = plan.eqns[i0]                                                         # affine_packed W, P, h, a
+    at = offsets[i0] + 5
+    views = list(e.outs) + list(e.ins)
+    for j, v in enumerate(views):
+        got = tuple(part[at + 3 * j:at + 3 * j + 3])
+        shared = j in (1, 2)                                                  # W and its packed copy
+        assert got == ((v.offset, v.rows, v.cols) if shared else (v.offset + v.cols, 2, v.cols)), (j, v)
+
+
+def _model(spec, dtype):
+    bind = tiny_bind(graphspec.load(spec))
+    rng = np.random.default_rng(3)
+    tables = random_tables(graphspec.load(spec, bind=bind), rng)
+    model = Model(spec, bind=bind, dtype=dtype, seed=1, tables=tables)
+    model.params[:] += rng.normal(0, 0.3, model.params.shape).astype(model.params.dtype)
+    lengths = {a: 6 + i for i, a in enumerate(model.graph.axes)}
+    return model, random_batch(model, lengths, 5, rng)
+
+
+def _run(model, batch, split):
+    ex = model.current
+    saved = ex.segments
+    ex.segments = saved if split else []
+    try:
+        loss = model.forward(batch, seed=7)
+        model.backward()
+        return loss, {k: v.copy() for k, v in model.grads().items()}, ex.F.copy()
+    finally:
+        ex.segments = saved
+
+
+@needs_team
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", SPECS, ids=[os.path.basename(s) for s in SPECS])
+def test_split_rows_compute_what_one_thread_computes(spec, dtype, two_threads):
+    model, batch = _model(spec, dtype)
+    model.forward(batch, seed=7)                 # builds the executor (with the team's 2 threads)
+    if not model.current.segments:
+        pytest.skip("no recurrent loop with per-row equations only")
+    one = _run(model, batch, split=False)
+    two = _run(model, batch, split=True)
+    assert two[0] == one[0]
+    for k in one[1]:
+        np.testing.assert_array_equal(two[1][k], one[1][k], err_msg=f"d{k}")
+    np.testing.assert_array_equal(two[2], one[2])
+
+
+@needs_team
+def test_the_specs_with_recurrent_loops_do_split(two_threads):
+    """Guards the test above against skipping everything: the LSTM, the Elman RNN and the
+    encoder-decoder run their loops split at 5 rows (5 = 2 + 3 over two threads)."""
+    split = set()
+    for spec in SPECS:
+        model, batch = _model(spec, np.float32)
+        model.forward(batch, seed=7)
+        if model.current.segments:
+            assert model.current.parts.shape[0] == 2
+            split.add(os.path.basename(spec))
+    assert {"lstm.yaml", "elman.yaml", "seq2seq.yaml"} <= split, split
+
+
+FORK_AFTER_START = r"""
+import os, sys
+sys.path.insert(0, {root!r})
+from runtime.kernels import packed
+packed.set_threads(2)                   # a cold cache: the workers' loop compiles now
+pid = os.fork()                         # as codegen.warm's pool does, for a new plan's kernels
+if pid == 0:
+    import numba
+    numba.njit(lambda x: x + 1)(1)      # needs numba's compiler lock
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_team
+def test_a_process_forked_after_the_threads_start_can_compile(tmp_path):
+    """The team's threads must not hold numba's compiler lock once started (they did while
+    compiling their loop on a cold cache: a child forked then waited for it forever)."""
+    import subprocess
+    import sys
+    code = FORK_AFTER_START.format(root=ROOT)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cold"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-2:] == ["child", "0"], out.stderr[-2000:]
