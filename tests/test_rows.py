@@ -158,3 +158,18 @@ def test_a_process_forked_after_the_threads_start_can_compile(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cold"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.stdout.split()[-2:] == ["child", "0"], out.stderr[-2000:]
+
+
+def test_a_bias_added_every_step_gets_its_gradient_after_the_loop():
+    """The GRU with reset='after' adds b_R inside the reset gate's product every step: its gradient is one
+    sum over all steps' rows after the loop's backward (like dW), so the steps only read it and
+    the loop splits. (The values are checked against NumPy in tests/reference.)"""
+    gru = LSTM.replace("lstm(E[x], H)", "gru(E[x], H, reset='after')")
+    plan = plan_of(gru, 4)
+    steps = [e for e in plan.eqns if e.op == "affine_packed"]
+    assert len(steps) == 5 and all(e.ins[3].buf == "h.b_R" and not e.need[3] for e in steps)
+    deferred = [e for e in plan.eqns if e.nofwd and e.op == "add"]
+    assert len(deferred) == 1 and deferred[0].ins[1].buf == "h.b_R" and deferred[0].need == (False, True)
+    assert deferred[0].out.rows == 5 * 4
+    (i0, i1), = plan.row_segments()
+    assert plan.eqns.index(deferred[0]) < i0 and [e.op for e in plan.eqns[i0:i1]] == ["affine_packed", "fused"] * 5

@@ -136,26 +136,35 @@ class _Emitter:
         T = self.T[loop.axis]
         for x in loop.nodes:
             self._inits(g.nodes[x])
-        deferred = set()
+        deferred, bias = set(), set()
         for x in loop.nodes:
             n = g.nodes[x]
-            gemm = REGISTRY[n.op].gemm if n.op in REGISTRY else ()
-            if not gemm:
+            sig = REGISTRY.get(n.op)
+            if sig is None or not sig.gemm:
                 continue
-            w, v = n.args[gemm[0]], n.args[gemm[1]]
+            w, v = n.args[sig.gemm[0]], n.args[sig.gemm[1]]
             if self.rg[w.node] and v.mode == "step" and g.nodes[v.node].axis == n.axis:
                 # one GEMM over all steps for dW, run after the loop's backward
                 out = self._view(x, 0, T, "t=*")
                 ins = [self._operand(w, None, T), self._operand(v, None, T)]
                 self.plan.eqns.append(Eqn("matmul", out, ins, {}, (True, False), nofwd=True))
                 deferred.add(x)
+            a = n.args[sig.onto] if sig.onto >= 0 else None
+            if a is not None and self.rg[a.node] and g.nodes[a.node].axis is None and self._operand(a, None, T).rows == 1:
+                # a bias added every step (the GRU's b_R): its gradient, the sum of dy over all
+                # steps and rows, in one pass after the loop's backward, like dW; the steps then
+                # read it only, so their rows stay independent (Plan.row_segments)
+                out = self._view(x, 0, T, "t=*")
+                self.plan.eqns.append(Eqn("add", out, [out, self._operand(a, None, T)], {}, (False, True), nofwd=True,
+                                          node=x))
+                bias.add(x)
         steps = range(T) if loop.direction > 0 else range(T - 1, -1, -1)
         for t in steps:
             for x in loop.nodes:
                 if g.nodes[x].op != "member":
-                    self._eqn(g.nodes[x], t, skip_w=x in deferred)
+                    self._eqn(g.nodes[x], t, skip_w=x in deferred, skip_a=x in bias)
 
-    def _eqn(self, n: Node, t: Optional[int], skip_w: bool = False):
+    def _eqn(self, n: Node, t: Optional[int], skip_w: bool = False, skip_a: bool = False):
         T = self.T[n.axis] if n.axis is not None else 1
         ins = [self._operand(a, t, T) for a in n.args]
         need = [self.rg[a.node] and v.dtype == "f" for a, v in zip(n.args, ins)]
@@ -181,6 +190,8 @@ class _Emitter:
             sig = REGISTRY[op]
         if skip_w:
             need[0] = False
+        if skip_a:
+            need[sig.onto] = False
         if sig.onto >= 0 and self.lay.alias.get(n.name) == n.args[sig.onto].node:
             need[sig.onto] = False      # computed in a's buffer: a's gradient is y's, the same memory
         need = [nd and k in sig.differentiable for k, nd in enumerate(need)]
