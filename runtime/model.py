@@ -21,7 +21,7 @@ import graphspec
 from graphspec.compile import compile_graph
 
 from .cpu import PACK_ROWS
-from .executor import Executor
+from .executor import Executor, threads
 from .initializers import initialize
 
 
@@ -55,12 +55,13 @@ class Model:
         return self.graphs[gm]
 
     def plan(self, lengths: dict, batch: int, mode: str = "train"):
+        # PACK_ROWS bounds one thread's rows; a loop split by rows gives each thread batch/threads
         key = (tuple(sorted(lengths.items())), batch, mode)
         if key not in self._plans:
             shapes = {k: v.shape for k, v in self.tables.items()}
             self._plans[key] = compile_graph(self._graph(mode), lengths, batch, training=mode == "train",
                                              tables=shapes, dtype_bytes=self.dtype.itemsize, fuse=self.fuse,
-                                             pack_rows=PACK_ROWS)
+                                             pack_rows=PACK_ROWS and PACK_ROWS * threads())
         return self._plans[key]
 
     def executor(self, lengths: dict, batch: int, mode: str = "train") -> Executor:
