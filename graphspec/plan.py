@@ -160,17 +160,27 @@ class Plan:
     def _row_local(self, e: Eqn) -> bool:
         if e.nofwd or e.scratch is not None or not (e.op == "fused" or REGISTRY[e.op].row_local):
             return False
-        if not all(self._per_row(e, -1, v) for v in e.outs):
-            return False
-        need = e.need or (False,) * len(e.ins)
-        # an operand shared by all rows is read-only here: its gradient would be a sum over rows
-        return all(self._per_row(e, k, v) or not n for k, (v, n) in enumerate(zip(e.ins, need)))
+        return all(self._per_row(e, -1, v) for v in e.outs)
+
+    def shared_grads(self, segments: list) -> list:
+        """(offset, rows, cols) of the views that equations of `segments` read shared by all rows
+        and accumulate a gradient into (a peephole weight, a learned leak rate): each row range
+        but the first sums its part into a copy of its own (encode_rows' `shadow`), added to the
+        view's gradient when the run's backward ends."""
+        out = []
+        for i0, i1 in segments:
+            for e in self.eqns[i0:i1]:
+                for k, (v, n) in enumerate(zip(e.ins, e.need or (False,) * len(e.ins))):
+                    if n and not self._per_row(e, k, v) and (v.offset, v.rows, v.cols) not in out:
+                        out.append((v.offset, v.rows, v.cols))
+        return out
 
     def row_segments(self, min_len: int = 4) -> list:
         """Runs [i0, i1) of at least min_len consecutive equations that all read and write their
         batch rows independently (a recurrent loop: T steps of affine_packed and a fused cell):
         rows [r0, r1) of every step can run on one thread while other threads run other rows,
-        with no synchronisation until the run ends, forward and backward (encode_rows)."""
+        with no synchronisation until the run ends, forward and backward (encode_rows). A view
+        shared by all rows that gets a gradient there is summed per range (shared_grads)."""
         if self.batch < 2:
             return []
         runs, start = [], None
@@ -183,10 +193,12 @@ class Plan:
             start = None
         return runs
 
-    def encode_rows(self, r0: int, r1: int, segments: list):
+    def encode_rows(self, r0: int, r1: int, segments: list, shadow: Optional[dict] = None):
         """encode()'s records with the equations of `segments` narrowed to batch rows [r0, r1):
-        every per-row view (offset, B, cols) becomes (offset + r0 * cols, r1 - r0, cols); shared
-        operands (weights, broadcast params) and every other equation are unchanged."""
+        every per-row view (offset, B, cols) becomes (offset + r0 * cols, r1 - r0, cols); a shared
+        view in `shadow` ((offset, rows, cols) -> offset of this range's copy) is read from and
+        accumulated into its copy; other shared operands and equations are unchanged."""
+        shadow = shadow or {}
         records, offsets, _ = self.encode()
         records = records.copy()
         for i0, i1 in segments:
@@ -198,6 +210,8 @@ class Plan:
                     if self._per_row(e, k, v):
                         records[at + 3 * j] = v.offset + r0 * v.cols
                         records[at + 3 * j + 1] = r1 - r0
+                    elif (v.offset, v.rows, v.cols) in shadow:
+                        records[at + 3 * j] = shadow[v.offset, v.rows, v.cols]
         return records
 
     def params(self):

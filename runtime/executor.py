@@ -119,7 +119,18 @@ class Executor:
             return
         self.segs = np.array(self.segments, np.int64)
         cut = [k * p.batch // nparts for k in range(nparts + 1)]
-        self.parts = np.stack([p.encode_rows(cut[k], cut[k + 1], self.segments) for k in range(nparts)])
+        shared, end, shadows, parts = p.shared_grads(self.segments), p.fsize, [], []
+        for k in range(nparts):
+            remap = {}
+            for view in shared if k else ():        # ranges 1.. sum into copies past F's end
+                remap[view], end = end, end + view[1] * view[2]
+                shadows.append((view[0], remap[view], view[1] * view[2]))
+            parts.append(p.encode_rows(cut[k], cut[k + 1], self.segments, remap))
+        self.parts = np.stack(parts)
+        self.shadows = np.array(shadows, np.int64).reshape(-1, 3)
+        if end > p.fsize:
+            self.F = np.concatenate([self.F, np.zeros(end - p.fsize, self.dtype)])
+            self.G = np.concatenate([self.G, np.zeros(end - p.fsize, self.dtype)])
         self.desc = np.zeros(DESC_LEN, np.int64)
 
     def _sparse_setup(self):
@@ -193,7 +204,7 @@ class Executor:
         interp.seed(int(seed) & 0x7FFFFFFF)
         if self.segments:
             interp.forward_rows(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
-                                self.segs, self.parts, self.desc)
+                                self.segs, self.parts, self.desc, self.shadows)
         else:
             interp.forward(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
         return self.loss()
@@ -209,7 +220,7 @@ class Executor:
         self.G[self.loss_offsets] = 1
         if self.segments:
             interp.backward_rows(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
-                                 self.segs, self.parts, self.desc)
+                                 self.segs, self.parts, self.desc, self.shadows)
         else:
             interp.backward(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
         if self.sparse:

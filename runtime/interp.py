@@ -38,28 +38,29 @@ def backward(bwd, offsets, records, attrs, F, G, I):
 
 
 @jit
-def forward_rows(fwd, offsets, records, attrs, F, G, I, segs, parts, desc):
+def forward_rows(fwd, offsets, records, attrs, F, G, I, segs, parts, desc, shadows):
     """forward(), with each run segs[k] = (i0, i1) of Plan.row_segments split by batch rows over
-    the threads: parts[j] holds the records of row range j (Plan.encode_rows)."""
+    the threads: parts[j] holds the records of row range j (Plan.encode_rows); shadows: the
+    ranges' copies of shared views that get a gradient (rows.parallel)."""
     f, g, ii = F.ctypes.data, G.ctypes.data, I.ctypes.data
     r, a = records.ctypes.data, attrs.ctypes.data
     at = 0
     for k in range(segs.shape[0]):
         run(fwd, offsets, r, a, f, g, ii, at, segs[k, 0], 1)
-        parallel(desc, fwd, offsets, parts, a, f, g, ii, segs[k, 0], segs[k, 1], 1, r)
+        parallel(desc, fwd, offsets, parts, a, F, G, ii, segs[k, 0], segs[k, 1], 1, r, shadows)
         at = segs[k, 1]
     run(fwd, offsets, r, a, f, g, ii, at, fwd.shape[0], 1)
 
 
 @jit
-def backward_rows(bwd, offsets, records, attrs, F, G, I, segs, parts, desc):
+def backward_rows(bwd, offsets, records, attrs, F, G, I, segs, parts, desc, shadows):
     """backward(), last equation first, with the same runs split by rows."""
     f, g, ii = F.ctypes.data, G.ctypes.data, I.ctypes.data
     r, a = records.ctypes.data, attrs.ctypes.data
     at = bwd.shape[0]
     for k in range(segs.shape[0] - 1, -1, -1):
         run(bwd, offsets, r, a, f, g, ii, segs[k, 1], at, -1)
-        parallel(desc, bwd, offsets, parts, a, f, g, ii, segs[k, 0], segs[k, 1], -1, r)
+        parallel(desc, bwd, offsets, parts, a, F, G, ii, segs[k, 0], segs[k, 1], -1, r, shadows)
         at = segs[k, 0]
     run(bwd, offsets, r, a, f, g, ii, 0, at, -1)
 
