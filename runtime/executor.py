@@ -23,6 +23,8 @@ from .kernels.rows import DESC_LEN
 from .optim import Support
 
 MIN_ROWS = 2        # fewest batch rows a thread takes of a recurrent loop (Executor._rows_setup)
+FEW_ROWS, BIG_WEIGHT = 8, 1 << 20       # below 8 rows a thread, a loop with a packed weight over
+                                        # 1 MB splits each product by columns instead
 
 
 def _unwritten(plan: Plan) -> list:
@@ -48,6 +50,13 @@ def _unwritten(plan: Plan) -> list:
         else:
             merged.append((a, z))
     return merged
+
+
+def _packed_bytes(e, dtype) -> int:
+    """The size of the packed weight a per-step product reads (0 for other equations)."""
+    if e.op not in ("affine_packed", "matmul_packed"):
+        return 0
+    return e.ins[1].rows * e.ins[1].cols * np.dtype(dtype).itemsize
 
 
 def threads() -> int:
@@ -115,6 +124,13 @@ class Executor:
         p, nthreads = self.plan, team.size() + 1
         nparts = min(nthreads, p.batch // MIN_ROWS)
         self.segments = p.row_segments() if nparts > 1 else []
+        if p.batch // max(nparts, 1) < FEW_ROWS:
+            # few rows a thread, a big weight: each thread would stream all of it every step (a
+            # [2 x 512] x [512 x 2048] product is bound by reading the 4 MB weight); the per-step
+            # products' own split by columns reads half each (LSTM B=4/H=512 step 16.5 ms
+            # against 24.4 split by rows; B=16 equal; B=4/H=128, a 256 KB weight: rows win)
+            self.segments = [(a, z) for a, z in self.segments
+                             if not any(_packed_bytes(e, self.dtype) > BIG_WEIGHT for e in p.eqns[a:z])]
         if not self.segments:
             return
         self.segs = np.array(self.segments, np.int64)

@@ -195,3 +195,14 @@ def test_a_bias_added_every_step_gets_its_gradient_after_the_loop():
     assert deferred[0].out.rows == 5 * 4
     (i0, i1), = plan.row_segments()
     assert plan.eqns.index(deferred[0]) < i0 and [e.op for e in plan.eqns[i0:i1]] == ["affine_packed", "fused"] * 5
+
+
+@needs_team
+@pytest.mark.parametrize("H, split", [(128, True), (512, False)])
+def test_few_rows_a_thread_and_a_big_weight_split_by_columns_instead(H, split, two_threads):
+    """B=4 over 2 threads is 2 rows each: with H=512 every thread would stream the 4 MB packed
+    weight each step, so the loop stays whole and each product splits by columns."""
+    model = Model(os.path.join(ROOT, "bench", "specs", "lstm.yaml"), bind={"H": H})
+    x = np.zeros((3, 4), np.int64)
+    model.forward({"x": x, "y": x, "x_mask": np.ones((3, 4))})
+    assert bool(model.current.segments) == split
