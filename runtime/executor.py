@@ -53,21 +53,22 @@ def _unwritten(plan: Plan) -> list:
     return merged
 
 
-def _openblas_set_threads():
-    """scipy's bundled OpenBLAS's openblas_set_num_threads (what runtime/kernels/blas.py calls),
-    or None where scipy links another BLAS."""
+def _openblas():
+    """(set_num_threads, the thread count it started with) of scipy's bundled OpenBLAS (what
+    runtime/kernels/blas.py calls), or (None, 1) where scipy links another BLAS."""
     import ctypes
     import glob
     import scipy
     for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__), "..", "scipy.libs", "libscipy_openblas*.so")):
-        fn = getattr(ctypes.CDLL(path), "scipy_openblas_set_num_threads", None)
-        if fn is not None:
+        lib = ctypes.CDLL(path)
+        fn, get = (getattr(lib, f"scipy_openblas_{x}_num_threads", None) for x in ("set", "get"))
+        if fn is not None and get is not None:
             fn.argtypes = [ctypes.c_int]
-            return fn
-    return None
+            return fn, max(1, get())
+    return None, 1
 
 
-_set_blas_threads = _openblas_set_threads()
+_set_blas_threads, _BLAS_THREADS = _openblas()
 
 
 def blas_threads(plan: Plan) -> int:
@@ -76,7 +77,7 @@ def blas_threads(plan: Plan) -> int:
     hand-off costs more than it saves: LSTM training steps, B=1/H=32 0.24 -> 0.18 ms, B=1/H=128
     1.11 -> 0.93, B=4/H=32 0.65 -> 0.59 on one thread; B=4/H=128 (2^24) 1.80 -> 2.09: two."""
     macs = max([e.out.rows * e.out.cols * e.ins[0].cols for e in plan.eqns if e.op in ("affine", "matmul")] or [0])
-    return 1 if macs <= SMALL_GEMM else threads()
+    return 1 if macs <= SMALL_GEMM else _BLAS_THREADS
 
 
 def _packed_bytes(e, dtype) -> int:
