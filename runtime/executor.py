@@ -160,9 +160,12 @@ class Executor:
             # against 24.4 split by rows; B=16 equal; B=4/H=128, a 256 KB weight: rows win)
             self.segments = [(a, z) for a, z in self.segments
                              if not any(_packed_bytes(e, self.dtype) > BIG_WEIGHT for e in p.eqns[a:z])]
+        self.segs = np.array(self.segments, np.int64).reshape(-1, 2)
+        self.desc = np.zeros(DESC_LEN, np.int64)
+        self.shadows = np.zeros((0, 3), np.int64)
+        self.parts = np.zeros((1, 1), np.int64)
         if not self.segments:
             return
-        self.segs = np.array(self.segments, np.int64)
         cut = [k * p.batch // nparts for k in range(nparts + 1)]
         shared, end, shadows, parts = p.shared_grads(self.segments), p.fsize, [], []
         for k in range(nparts):
@@ -176,7 +179,6 @@ class Executor:
         if end > p.fsize:
             self.F = np.concatenate([self.F, np.zeros(end - p.fsize, self.dtype)])
             self.G = np.concatenate([self.G, np.zeros(end - p.fsize, self.dtype)])
-        self.desc = np.zeros(DESC_LEN, np.int64)
 
     def _sparse_setup(self):
         """Params with row-sparse gradients (plan: Buffer.sparse): backward zeroes only the rows
@@ -252,11 +254,8 @@ class Executor:
     def forward(self, seed: int = 0) -> float:
         self._blas()
         interp.seed(int(seed) & 0x7FFFFFFF)
-        if self.segments:
-            interp.forward_rows(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
-                                self.segs, self.parts, self.desc, self.shadows)
-        else:
-            interp.forward(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
+        interp.forward_rows(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+                            self.segs, self.parts, self.desc, self.shadows)
         return self.loss()
 
     def loss(self) -> float:
@@ -269,11 +268,8 @@ class Executor:
         for b, rows in zip(self.sparse, self.rows):
             _zero_rows(self.view(b.name, grad=True), rows)
         self.G[self.loss_offsets] = 1
-        if self.segments:
-            interp.backward_rows(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
-                                 self.segs, self.parts, self.desc, self.shadows)
-        else:
-            interp.backward(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I)
+        interp.backward_rows(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+                             self.segs, self.parts, self.desc, self.shadows)
         if self.sparse:
             self.M[:] = 0
             interp.touched(self.rows_k, self.moff, self.offsets, self.records, self.attrs, self.F, self.M, self.I)
