@@ -2,15 +2,18 @@
 
 Both are a handful of 64-wide dot products and axpys per example on rows of W picked by the
 example; the loops are written so that each one vectorises: a dot in the arrays' precision
-(jit_sum), one destination per axpy, softplus and sigmoid in their float32 forms."""
+(jit_sum), one destination per axpy, softplus and sigmoid in their float32 forms. The updates
+are compiled without FMA contraction (jit_ieee): tests/test_word2vec_rule.py checks them
+against word2vec.c's, step by step, and one rounding of a dot fed to the exp table can pick the
+neighbouring cell, a difference the updates then carry on."""
 import numpy as np
 
-from ..jit import const, jit, jit_sum
+from ..jit import const, jit_ieee, jit_sum
 from .embedding import embed_bwd, embed_fwd, embed_mean_bwd, embed_mean_fwd
 from .vecmath import dot_rows, fast_sigmoid, fast_softplus
 
 
-@jit
+@jit_ieee
 def _axpy_row(g, a, i, y, k):
     """y[k] += g a[i] (one loop per destination: two destinations in one loop stay scalar;
     2-D indexing: a row view made per call costs more than the 64-wide loop itself)."""
@@ -27,14 +30,14 @@ def _softplus_sum(z):
     return s
 
 
-@jit
+@jit_ieee
 def _sigmoid_times(z, g0):
     """z = sigmoid(z) g0, in place (one vectorised loop over every example's dots)."""
     for i in range(z.shape[0]):
         z[i] = fast_sigmoid(z[i]) * g0
 
 
-@jit
+@jit_ieee
 def _path_total(y, tree):
     """How many tree nodes the Huffman paths of the words y visit, in all."""
     n = 0
@@ -43,7 +46,7 @@ def _path_total(y, tree):
     return n
 
 
-@jit
+@jit_ieee
 def hsoftmax_fwd(v, y, tree, W, out, norm):
     """L = -sum_r sum_j log sigmoid((1 - 2 d_j) v_r . W[n_j]) / norm along the Huffman path
     (n_j, d_j) of word y_r; tree row w = [path length, nodes..., codes...]."""
@@ -60,7 +63,7 @@ def hsoftmax_fwd(v, y, tree, W, out, norm):
     out[0, 0] = _softplus_sum(z) / norm
 
 
-@jit
+@jit_ieee
 def hsoftmax_bwd(v, y, tree, W, out, gout, gv, gy, gtree, gW, need, norm):
     """g = (sigmoid(v . W[n]) - (1 - d)) dL / norm;  dv += g W[n];  dW[n] += g v"""
     L = (tree.shape[1] - 1) // 2
@@ -86,7 +89,7 @@ def hsoftmax_bwd(v, y, tree, W, out, gout, gv, gy, gtree, gW, need, norm):
                 _axpy_row(gi, v, r, gW, n)
 
 
-@jit
+@jit_ieee
 def negsample_fwd(v, y, table, W, out, k, norm, drawn):
     """L = -sum_r (log sigmoid(v . W[y]) + sum_j log sigmoid(-v . W[n_j])) / norm, the k noise
     words n_j drawn from the unigram table (counts ** 0.75) and kept for backward."""
@@ -102,7 +105,7 @@ def negsample_fwd(v, y, table, W, out, k, norm, drawn):
     out[0, 0] = _softplus_sum(z.reshape(-1)) / norm
 
 
-@jit
+@jit_ieee
 def negsample_bwd(v, y, table, W, out, gout, gv, gy, gtable, gW, need, k, norm, drawn):
     """For (word, label) in (y, 1), (n_j, 0): g = (sigmoid(v . W[word]) - label) dL / norm;
     dv += g W[word];  dW[word] += g v"""
@@ -125,7 +128,7 @@ def negsample_bwd(v, y, table, W, out, gout, gv, gy, gtable, gW, need, k, norm, 
                 _axpy_row(g[r, j], v, r, gW, word)
 
 
-@jit
+@jit_ieee
 def hsoftmax_rows(v, y, tree, W, out, norm, mark):
     """mark[n] = 1 for every inner node n on the Huffman paths of the words y."""
     for r in range(y.shape[0]):
@@ -134,7 +137,7 @@ def hsoftmax_rows(v, y, tree, W, out, norm, mark):
             mark[tree[w, 1 + j]] = 1
 
 
-@jit
+@jit_ieee
 def negsample_rows(v, y, table, W, out, k, norm, drawn, mark):
     """mark = 1 at the true words y and the noise words drawn in forward."""
     for r in range(y.shape[0]):
@@ -149,7 +152,7 @@ def negsample_rows(v, y, table, W, out, k, norm, drawn, mark):
 # arithmetic in one pass over the batch, updating E and W in place (runtime/online.py picks
 # them for the two-node word2vec form; tests/test_train.py checks them against the plan).
 
-@jit
+@jit_ieee
 def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
     """One example: v = E[ids[r]] (or their mean) as embed / embed_mean compute it; every dot with
     W before any update (as the plan's backward sees them); g_t = lr (sigmoid(v . W[t]) - label_t);
@@ -179,7 +182,7 @@ def _sgd_example(E, ids, r, mean, W, targets, labels, nt, lr, v, e, g, z):
         embed_bwd(E, row, v, e, E, row, 1)
 
 
-@jit
+@jit_ieee
 def sgd_negsample(E, ids, mean, y, table, W, k, lr, losses):
     """Per example r: v from E; targets y[r] (label 1) and k words drawn from the unigram table
     (label 0); L_r = sum_t -log sigmoid(+-v . W[t]); one SGD step at rate lr (_sgd_example)."""
@@ -199,7 +202,7 @@ def sgd_negsample(E, ids, mean, y, table, W, k, lr, losses):
         losses[r] = _softplus_sum(z[r])
 
 
-@jit
+@jit_ieee
 def sgd_hsoftmax(E, ids, mean, y, tree, W, lr, losses):
     """Per example r: v from E; the targets are the inner nodes on y[r]'s Huffman path with label
     1 - code; one SGD step at rate lr (_sgd_example)."""
@@ -239,7 +242,7 @@ def exp_table(dtype) -> np.ndarray:
     return (x / (x + 1)).astype(dtype)
 
 
-@jit
+@jit_ieee
 def _w2v_example(E, ids, r, W, targets, labels, nt, hs, lr, sig, h, e, dots):
     """One example as word2vec.c trains it (see above): h = E[ids[r]] or their mean; per target
     t in order: f = h . W[t]; g = (label_t - sigmoid(f)) lr; e += g W[t]; W[t] += g h; then
@@ -288,7 +291,7 @@ def _w2v_example(E, ids, r, W, targets, labels, nt, hs, lr, sig, h, e, dots):
             _axpy_row(const(h, 1.0), e, 0, E, k)
 
 
-@jit
+@jit_ieee
 def w2v_negsample(E, ids, y, noise, W, lr, sig, losses):
     """Per example r: targets y[r] (label 1) and the noise words noise[r] (label 0; one equal
     to y[r] is skipped); word2vec's update (_w2v_example) at rate lr; L_r = the head's loss
@@ -318,7 +321,7 @@ def w2v_negsample(E, ids, y, noise, W, lr, sig, losses):
         losses[r] = _softplus_sum(z[r])
 
 
-@jit
+@jit_ieee
 def w2v_hsoftmax(E, ids, y, tree, W, lr, sig, losses):
     """Per example r: the inner nodes on y[r]'s Huffman path with label 1 - code; word2vec's
     update (_w2v_example) at rate lr; L_r = the head's loss before the update."""
