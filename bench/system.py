@@ -37,16 +37,22 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
+# where each GEMM op reads x: W @ x, the per-step products over packed W read (W, W packed, x, ...)
+GEMM_X = {"matmul": 1, "affine": 1, "matmul_packed": 2, "affine_packed": 2}
+
+
 def gemm_flops(plan) -> float:
-    """FLOPs of the plan's GEMMs (matmul and affine), forward and backward (2 per multiply-add):
-    forward one GEMM, backward one per differentiated W or x (an affine's added term is no GEMM)."""
+    """FLOPs of the plan's GEMMs (the hoisted and the per-step products), forward and backward (2
+    per multiply-add): forward one GEMM, backward one per differentiated W or x (an affine's added
+    term is no GEMM; the per-step products' dW is a deferred matmul of its own)."""
     total = 0.0
     for e in plan.eqns:
-        if e.op not in ("matmul", "affine"):
+        if e.op not in GEMM_X:
             continue
-        R, N, K = e.out.rows, e.out.cols, e.ins[1].cols
+        x = GEMM_X[e.op]
+        R, N, K = e.out.rows, e.out.cols, e.ins[x].cols
         f = 0 if e.nofwd else 2 * R * N * K
-        f += sum(2 * R * N * K for need in e.need[:2] if need)
+        f += sum(2 * R * N * K for need in (e.need[0], e.need[x]) if need)
         total += f
     return total
 

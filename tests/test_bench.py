@@ -75,3 +75,19 @@ def test_bench_command_runs(command, tmp_path):
                         "### Custom cells", "![graphspec / nn.* training throughput over B x H](sweep.png)"):
             assert section in readme, f"run.py --smoke wrote a README without {section!r}"
         assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_gemm_flops_counts_every_product_of_the_lstm():
+    """bench/system.py's GEMM share divides these FLOPs by the step time: counted here from the
+    LSTM's equations, not from the plan. Per step z = W x + R h(t-1) + b (x: E wide, z: 4H), then
+    logits = V_o h + c; forward, dW and dx of each (2 FLOPs a multiply-add). dh(t-1) runs at t=0
+    too: the zero initial state is a value slot the backward writes, though nothing reads it."""
+    sys.path.insert(0, ROOT)
+    from bench.system import gemm_flops
+    from runtime.model import Model
+    T, B, V, E, H = 3, 2, 64, 64, 4
+    plan = Model(os.path.join(ROOT, "bench", "specs", "lstm.yaml"), bind={"H": H}).plan({"t": T}, B)
+    hoisted = 3 * 2 * T * B * E * 4 * H                    # W x(t) for all t: y, dW, dx
+    recurrent = 2 * B * H * 4 * H * 3 * T                   # R h(t-1): y, dR and dh(t-1) each step
+    out = 3 * 2 * T * B * H * V
+    assert gemm_flops(plan) == hoisted + recurrent + out
