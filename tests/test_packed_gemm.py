@@ -178,6 +178,21 @@ def test_job_protocol():
         c[team.WORKERS] = 0
 
 
+def test_the_products_of_one_loop_keep_their_own_timings():
+    """team.choose learns team-or-solo per shape on a line of its own: an RNN's forward product
+    ([M, H] x [H, gH]) and backward one ([M, gH] x [gH, H]) run a pass each, alternately, and
+    sharing a line would restart both estimates at every pass."""
+    for M in (1, 2, 4, 8, 16, 32, 64):
+        for H in (32, 64, 128, 256, 512, 1024):
+            for gates in (2, 3, 4):         # (1: one shape both ways, one line)
+                fwd = team.shape_slot((M << 42) ^ (H << 21) ^ (gates * H))
+                bwd = team.shape_slot((M << 42) ^ ((gates * H) << 21) ^ H)
+                assert fwd != bwd, (M, H, gates)
+                assert 0 <= fwd < team.NSHAPES and 0 <= bwd < team.NSHAPES
+    # and the loops of a model at one H but other batch sizes (an eval plan beside training)
+    assert len({team.shape_slot((M << 42) ^ (512 << 21) ^ 2048) for M in (1, 4, 16, 64)}) == 4
+
+
 def test_mismatched_operands_are_refused():
     A, C = np.zeros((2, 8), np.float32), np.zeros((2, 20), np.float32)
     with pytest.raises(ValueError, match="gemm_packed: A, P and C do not match"):

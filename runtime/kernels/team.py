@@ -48,7 +48,8 @@ JOBS, SOLOS, WAITED = STATS, STATS + 1, STATS + 2               # counters, for 
 A_ADDR, P_ADDR, C_ADDR, M_, R_, N_, ACC, NCHUNKS = range(PARAMS, PARAMS + 8)
 KIND, DESC = JOB, JOB + 1           # what a job is: a GEMM (the params above) or rows of a plan run
 GEMM_JOB, ROWS_JOB = 0, 1
-NSHAPES = 64                        # per-shape timings (a line each) for choosing team or solo
+SHAPE_BITS = 6
+NSHAPES = 1 << SHAPE_BITS          # per-shape timings (a line each) for choosing team or solo
 T_TEAM, T_SOLO, CALLS, EXPLORE, INTERVAL, BURST, LAST, KEY = range(8)
 CTL = SHAPES + NSHAPES * LINE
 MASK = (1 << 32) - 1
@@ -273,6 +274,15 @@ def wait(c, nchunks):
 
 
 @jit
+def shape_slot(key):
+    """The line of a shape's timings: the top bits of key times 2^64 / golden ratio (Fibonacci
+    hashing). A sum of the sizes modulo NSHAPES put every shape with the same M on one line when
+    r and n were multiples of 64, so an RNN's forward and backward products evicted each
+    other's timings at every pass."""
+    return ((key * -7046029254386353131) >> (64 - SHAPE_BITS)) & (NSHAPES - 1)
+
+
+@jit
 def choose(c, M, r, n):
     """Team or solo for this call of shape (M, r, n): whichever has been faster for this shape
     (per-call cycles, halved with each new sample), except during an exploration: every INTERVAL
@@ -281,7 +291,7 @@ def choose(c, M, r, n):
     descheduled worker makes shared calls slow, turns the team off within a few calls, and a
     quiet one turns it back on within a few thousand. Returns (slot, use the team, time it)."""
     key = (M << 42) ^ (r << 21) ^ n
-    s = SHAPES + LINE * ((M * 1000003 + r * 1009 + n) % NSHAPES)
+    s = SHAPES + LINE * shape_slot(key)
     if c[s + KEY] != key:
         c[s + T_TEAM] = c[s + T_SOLO] = c[s + CALLS] = c[s + BURST] = c[s + LAST] = 0
         c[s + EXPLORE], c[s + INTERVAL], c[s + KEY] = BURST_LEN, MIN_INTERVAL, key
