@@ -72,6 +72,30 @@ def iv(p, off, rows, cols):
     return carray(_i64_at(p, off), (rows, cols))
 
 
+def _stack_array(ty):
+    """An intrinsic: a 1-d `ty` array of n elements on the stack of the function that calls it
+    (LLVM alloca; no meminfo), freed when that function returns: call it directly (a @jit
+    wrapper's frame would be gone), outside loops, and for small n only (STACK_BYTES)."""
+    @intrinsic
+    def on_stack(typingctx, n):
+        aryty = types.Array(ty, 1, "C")
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(aryty)(context, builder)
+            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(ty)))
+            data = builder.alloca(context.get_data_type(ty), size=args[0])
+            context.populate_array(ary, data=data, shape=[args[0]], strides=[itemsize], itemsize=itemsize, meminfo=None)
+            return ary._getvalue()
+        return aryty(n), codegen
+    return on_stack
+
+
+# A generated kernel's row buffer (codegen.fused_source): np.empty and its release cost ~40 ns
+# a call, a quarter of a fused LSTM cell's backward at B=1/H=32.
+stack32, stack64 = _stack_array(types.float32), _stack_array(types.float64)
+STACK_BYTES = 1 << 15           # bigger buffers come from the heap: the team's threads have small stacks
+
+
 @jit
 def record(p, nviews):
     """An equation's record: the header, then (offset, rows, cols) of each view."""

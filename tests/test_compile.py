@@ -131,6 +131,28 @@ def test_fused_lstm_matches_the_lstm_block():
     assert len(fused.current.plan.eqns) < len(block.current.plan.eqns) / 2
 
 
+def test_a_fused_backward_whose_row_buffer_leaves_the_stack_matches_the_block(monkeypatch):
+    """A fused backward keeps its row buffer on the stack while small (runtime/abi.py), on the
+    heap past codegen.STACK_BYTES: the heap side, forced here, gives the block's gradients."""
+    import numpy as np
+    from runtime import codegen
+    monkeypatch.setattr(codegen, "STACK_BYTES", 8)
+    monkeypatch.setattr(codegen, "_resolved", {})
+    assert "if n <= 1 else" in codegen.fused_source(_lstm_group(), "float64")
+    rng = np.random.default_rng(4)
+    T, B = 4, 3
+    batch = {"x": rng.integers(0, 9, (T, B)), "y": rng.integers(0, 11, (T, B)), "x_mask": np.ones((T, B))}
+    fused, _ = fused_and_plain("specs/bilstm_concat.yaml", batch, bind={"V_src": 9, "V_tgt": 11, "H": 5, "D": 3},
+                               seed=5, jitter=0.5)
+    assert fused.current.plan.stats["fused groups"] == 2
+
+
+def _lstm_group():
+    from runtime.model import Model
+    plan = Model("specs/bilstm_concat.yaml", bind={"V_src": 9, "V_tgt": 11, "H": 5, "D": 3}).plan({"t": 2}, 1)
+    return next(e.group for e in plan.eqns if e.op == "fused")
+
+
 def test_fused_gru_matches_the_gru_after_block():
     import numpy as np
     spec = "bench/specs/seq2seq_attention.yaml"     # bidirectional gru_after encoder, padded, + lstm decoder
