@@ -43,8 +43,8 @@ def measure(cells=throughput.CELLS, Bs=BS, Hs=HS, T=T, rounds=5, steps=5, warmup
                 systems = [throughput.Graphspec, throughput.TorchModule]
                 if (B, H) in eager_at and not contended:
                     systems.append(throughput.TorchEager)
-                built = [S(cell, B, T, H) for S in systems]
-                quiet, busy = throughput.interleave(built, rounds, steps, warmup, contended)
+                with throughput.build(systems, cell, B, T, H, isolated=contended) as built:
+                    quiet, busy = throughput.interleave(built, rounds, steps, warmup, contended)
                 row = {"cell": cell, "B": B, "T": T, "H": H, "rounds": rounds, **throughput.summarise(quiet, B * T)}
                 if contended:
                     row["contended"] = throughput.contended_summary(quiet, busy, B * T)

@@ -10,13 +10,17 @@ two systems measured side by side, so a slow spell of the shared machine cancels
     python bench/throughput.py [--rounds 5] [--steps 5] [--quick] [--contended] [--smoke] [--json out.json]
 
 --contended also times graphspec and torch.nn with another process spinning beside them (a core
-lost, as on a user's busy machine): tokens/s with and without it, and the share each keeps.
+lost, as on a user's busy machine): tokens/s with and without it, and the share each keeps. Each
+system then runs in a process of its own (`Isolated`): in one process a system's step was timed
+right after the other's, whose threads still held the cores (graphspec's LSTM step at
+B=32/H=128 beside a busy core: 17 ms alone, 61 ms right after a torch step).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -144,12 +148,69 @@ class TorchEager(TorchBase):
 
 
 def time_steps(sys_, steps):
+    """The median of `steps` timed training steps (an Isolated system times them in its process)."""
+    if isinstance(sys_, Isolated):
+        return sys_.time_steps(steps)
     ts = []
     for _ in range(steps):
         t0 = time.perf_counter()
         sys_.step()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
+
+
+def _serve(conn, system, args):
+    """An Isolated system's process: build it, then run what the parent asks until told to stop."""
+    import torch
+    torch.set_num_threads(2)
+    s = system(*args)
+    conn.send(s.name)
+    while True:
+        steps = conn.recv()
+        if steps is None:
+            return
+        if steps:
+            conn.send(time_steps(s, steps))
+        else:
+            s.step()
+            conn.send(None)
+
+
+class Isolated:
+    """A system (Graphspec, TorchModule, ...) built and stepped in a process of its own; while
+    the other system is timed it waits on its pipe, its threads asleep."""
+
+    def __init__(self, system, *args):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, system, args), daemon=True)
+        self.proc.start()
+        self.name = self.conn.recv()
+
+    def step(self):
+        self.conn.send(0)
+        return self.conn.recv()
+
+    def time_steps(self, steps):
+        self.conn.send(steps)
+        return self.conn.recv()
+
+    def close(self):
+        self.conn.send(None)
+        self.proc.join(timeout=30)
+
+
+@contextlib.contextmanager
+def build(systems, cell, B, T, H, isolated=False):
+    """The systems for one cell and size, each in a process of its own when `isolated` (what
+    --contended measures with)."""
+    built = [Isolated(S, cell, B, T, H) if isolated else S(cell, B, T, H) for S in systems]
+    try:
+        yield built
+    finally:
+        for s in built:
+            if isinstance(s, Isolated):
+                s.close()
 
 
 BUSY_LOOP = "while True: pass"
@@ -220,8 +281,8 @@ def measure(cells=CELLS, sizes=SIZES, rounds=7, steps=5, warmup=2, systems=(Grap
     rows = []
     for cell in cells:
         for B, T, H in sizes:
-            built = [S(cell, B, T, H) for S in systems]
-            quiet, busy = interleave(built, rounds, steps, warmup, contended)
+            with build(systems, cell, B, T, H, isolated=contended) as built:
+                quiet, busy = interleave(built, rounds, steps, warmup, contended)
             row = {"cell": cell, "B": B, "T": T, "H": H, "rounds": rounds, **summarise(quiet, B * T)}
             if contended:
                 row["contended"] = contended_summary(quiet, busy, B * T)
