@@ -47,17 +47,6 @@ def gemm_path() -> str:
     return wanted
 
 
-def _prefer_512_bit() -> None:
-    """On AVX-512 hosts, let LLVM vectorise loops at 512 bits. Its tuning for these CPUs prefers
-    256-bit vectors (old Xeons lowered their clock on 512-bit code); measured here (Xeon, AVX-512,
-    with FMA contraction) the generated LSTM cell runs 1.50 -> 1.25 ns per element forward and
-    2.32 -> 1.99 backward at B=32/H=128. Numba keys its cache on the feature string, so code
-    compiled either way is never mixed. A NUMBA_CPU_FEATURES the user set is left alone."""
-    if numba.config.CPU_FEATURES is None and numba.config.CPU_NAME in (None, "host") and "avx512" in _supported():
-        numba.config.CPU_FEATURES = ll.get_host_cpu_features().flatten() + ",-prefer-256-bit"
-
-
-_prefer_512_bit()
 GEMM_PATH = gemm_path()
 AUTO_PATH = _supported()[0]     # what this CPU gets unless told otherwise
 # The most rows per step a recurrent product reads its weight packed for (graphspec/passes/pack.py).
