@@ -93,7 +93,7 @@ def _stack_array(ty):
 # A generated kernel's row buffer (codegen.fused_source): np.empty and its release cost ~40 ns
 # a call, a quarter of a fused LSTM cell's backward at B=1/H=32.
 stack32, stack64 = _stack_array(types.float32), _stack_array(types.float64)
-STACK_BYTES = 1 << 15           # bigger buffers come from the heap: the team's threads have small stacks
+STACK_BYTES = 1 << 15           # bigger buffers come from the heap, far from any thread's stack limit
 
 
 @jit

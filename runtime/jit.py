@@ -17,7 +17,9 @@
   The rest of fastmath stays off: gradient checks in float64 need IEEE semantics. The one
   exception is `jit_sum`, for small reduction helpers only: 'reassoc' lets LLVM split a sum over
   vector lanes (a sequential float sum cannot vectorise: 64 dependent adds, ~100 ns for one
-  64-wide dot). It changes rounding at the last bit, never NaN/Inf handling.
+  64-wide dot). It changes rounding at the last bit, never NaN/Inf handling. `jit_ieee`
+  turns contraction off too, for kernels checked step by step against an outside reference
+  that rounds every product (word2vec.py says why);
 - vector width: on an AVX-512 host LLVM may use 512-bit vectors (`_prefer_512_bit`).
 """
 import functools
@@ -73,7 +75,7 @@ OPTIONS = dict(cache=True, error_model="numpy", nogil=True, fastmath={"contract"
 jit = functools.partial(numba.njit, **OPTIONS)
 SUM_OPTIONS = dict(OPTIONS, fastmath={"reassoc", "contract"})
 jit_sum = functools.partial(numba.njit, **SUM_OPTIONS)
-jit_ieee = functools.partial(numba.njit, **dict(OPTIONS, fastmath=False))    # no FMA: word2vec.py says why
+jit_ieee = functools.partial(numba.njit, **dict(OPTIONS, fastmath=False))
 
 
 def const(a, value):

@@ -204,14 +204,14 @@ def _simd_panels_c(a, p, c, M, r, n, accumulate, q0, q1):
     C = numba.carray(team.as_pointer(c, np.float32), (M, n))
     npan = (n + PANEL - 1) // PANEL
     nl = n - (npan - 1) * PANEL
+    kc = KC if M > 4 and r > KC else max(r, 1)      # one pass over K when a single row block reads it
     q = q0
     while q < q1:
         np_ = GROUP
         while np_ > q1 - q:
             np_ //= 2
         nlast = nl if q + np_ == npan else PANEL
-        kc = r if M <= 4 else KC
-        for k0 in range(0, r, kc):
+        for k0 in range(0, max(r, 1), kc):          # K = 0 still runs a pass: C = 0 unless accumulating
             kn = min(kc, r - k0)
             for i in range(0, M, 4):
                 _tile(A, i * r + k0, r, min(4, M - i), P, (q * r + k0) * PANEL, r * PANEL, np_, C, i * n + q * PANEL,
