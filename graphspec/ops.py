@@ -201,6 +201,21 @@ def _affine(ts, at):
     return y
 
 
+@op("affine_table", (Arg("W"), Arg("E"), Arg("b")), kernels="linear",
+    example=lambda g: ([g.f(3, g.C), g.f(g.V, g.C), g.f(1, 3)], (g.V, 3), {}))
+def _affine_table(ts, at):
+    """T = E W^T + b: every row of a lookup table E [V, K] through the affine map y = W x + b
+    that reads its rows (graphspec/passes/fold.py), so that W E[x] + b = T[x]: V rows multiplied
+    once a pass instead of one per lookup. b is one row (a bias), repeated.
+    backward: dE += dT @ W, dW += dT.T @ E, db += dT summed over its rows."""
+    w, e, b = ts
+    _need(isinstance(w, MatTy) and isinstance(e, MatTy), f"affine_table: needs two matrices, got {w} and {e}")
+    _need(_same(e.feat, w.feat), f"affine_table: cannot multiply [{w.seq_rows}, {w.feat}] by the rows of {e}")
+    _need(not isinstance(b, MatTy) and b.seq is None and _same(b.feat, w.seq_rows),
+          f"affine_table: the bias {b} is not one row of {w.seq_rows}")
+    return MatTy(w.seq_rows, seq_rows=e.seq_rows)
+
+
 PANEL = 16     # packed weights: columns of B in panels of 16 (runtime/kernels/packed.py)
 
 
@@ -443,6 +458,19 @@ def _embed(ts, at):
     backward: dE[x] += dy (a sparse, row-wise gradient)."""
     table, ids = ts
     _need(isinstance(table, MatTy), f"embed: the table must be a matrix param, got {table}")
+    return Ty(table.feat)
+
+
+@op("embed_affine", (Arg("T"), Arg("x", "i"), Arg("b")), kernels="embedding",
+    example=lambda g: ([g.f(g.V, g.C), g.ids(g.R, 1, n=g.V + 3), g.f(1, g.C)], (g.R, g.C), {}))
+def _embed_affine(ts, at):
+    """y = T[x], or b where x is outside the table: W E[x] + b read from T = E W^T + b
+    (affine_table, graphspec/passes/fold.py); an id outside E looks up zeros, so W 0 + b = b.
+    backward: dT[x] += dy where x is in the table, db += dy where it is not."""
+    table, ids, b = ts
+    _need(isinstance(table, MatTy), f"embed_affine: the table must be a matrix, got {table}")
+    _need(not isinstance(b, MatTy) and b.seq is None and _same(b.feat, table.feat),
+          f"embed_affine: the bias {b} is not one row of the table's {table.feat}")
     return Ty(table.feat)
 
 

@@ -62,8 +62,9 @@ def test_elman_plan_hoists_everything_but_the_recurrence():
 def test_affine_fusion_leaves_one_gemm_and_the_cell_per_step():
     g = graphspec.load("elman.yaml", ELMAN)
     plan = compile_graph(g, {"t": 7}, 4)
-    # per step: affine(W, h[t-1], b + U x(t)) over W packed once, and tanh; hoisted: embed,
-    # affine(U, x, b), affine(V_o, h, c), the loss, the pack of W and the deferred dW GEMM
+    # per step: affine(W, h[t-1], b + U x(t)) over W packed once, and tanh; hoisted: the
+    # lookup of b + U E[x] folded into its table (11 rows, fewer than the 28 lookups) and the
+    # lookup, affine(V_o, h, c), the loss, the pack of W and the deferred dW GEMM
     assert len(plan.eqns) == 2 * 7 + 6
     assert plan.stats["fused affine"] == 3
     step = [e for e in plan.eqns if e.out.rows == 4]
@@ -74,7 +75,22 @@ def test_affine_fusion_leaves_one_gemm_and_the_cell_per_step():
     (deferred,) = [e for e in plan.eqns if e.nofwd]
     assert deferred.out.buf == "a" and deferred.out.rows == 28
     hoisted = sorted(e.op for e in plan.eqns if e.out.rows == 28 and not e.nofwd)
-    assert hoisted == ["affine", "affine", "embed"]
+    assert hoisted == ["affine", "embed_affine"]
+    (table,) = [e for e in plan.eqns if e.op == "affine_table"]
+    assert (table.out.rows, table.out.cols) == (11, 5) and plan.stats["folded lookups"] == 1
+
+
+def test_a_folded_lookup_computes_what_the_lookup_and_the_affine_do():
+    """b + U E[x] read from the table E U^T + b (11 rows for 8 x 3 lookups): the same loss and
+    gradients as the lookup and the GEMM, through padding."""
+    import numpy as np
+    rng = np.random.default_rng(5)
+    T, B = 8, 3
+    batch = {"x": rng.integers(0, 11, (T, B)), "y": rng.integers(0, 11, (T, B)),
+             "x_mask": (np.arange(T)[:, None] < np.array([8, 5, 2])).astype(float)}
+    fused, plain = fused_and_plain("elman.yaml", batch, text=ELMAN, seed=2, jitter=0.3)
+    assert fused.current.plan.stats["folded lookups"] == 1
+    assert "affine_table" not in [e.op for e in plain.current.plan.eqns]
 
 
 def test_affine_fusion_computes_what_the_matmuls_and_adds_do():

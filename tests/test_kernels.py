@@ -215,6 +215,26 @@ def test_affine_is_w_times_each_row_plus_a(rows):
     np.testing.assert_allclose(gx, gout @ w, rtol=1e-12)
 
 
+def test_a_folded_lookup_is_w_times_the_looked_up_row_plus_b():
+    """affine_table then embed_affine = W E[x] + b, E[x] = 0 for an id outside E (-1, V)."""
+    w, e, b = f(3, C), f(V, C), f(1, 3)
+    x = np.array([[0], [V - 1], [-1], [V], [2], [2]])
+    _, table, _, _ = run("affine_table", [w, e, b], (V, 3), {})
+    _, out, _, _ = run("embed_affine", [table, x, b], (len(x), 3), {})
+    looked_up = np.where((x >= 0) & (x < V), e[np.clip(x[:, 0], 0, V - 1)], 0.0)
+    np.testing.assert_allclose(out, looked_up @ w.T + b, rtol=1e-12)
+    gout = f(len(x), 3)
+    gt, gb = np.zeros_like(table), np.zeros_like(b)
+    KERNELS["embed_affine"][1](table, x, b, out, gout, gt, np.zeros((1, 1)), gb, 5)
+    gw, ge, gb2 = np.zeros_like(w), np.zeros_like(e), np.zeros_like(b)
+    KERNELS["affine_table"][1](w, e, b, table, gt, gw, ge, gb2, 7)
+    np.testing.assert_allclose(gw, gout.T @ looked_up, rtol=1e-12)
+    np.testing.assert_allclose(gb + gb2, gout.sum(0, keepdims=True), rtol=1e-12)
+    onehot = np.zeros((len(x), V))
+    onehot[[0, 1, 4, 5], x[[0, 1, 4, 5], 0]] = 1
+    np.testing.assert_allclose(ge, onehot.T @ gout @ w, rtol=1e-12)
+
+
 @pytest.mark.parametrize("a", [0.0, -1.0, 0.01, "learned"])
 def test_rectifier_family(a):
     z = f(R, C)

@@ -126,6 +126,37 @@ def test_affine_takes_the_matmul_into_the_add_in_the_same_placement():
     assert hoisted.op == "affine" and [str(a) for a in hoisted.args] == ["U", "x", "b"]
 
 
+LOOKUP = """
+name: t
+dims: {V: 7, H: 4, D: 3}
+inputs:
+  x: {tokens: V, axis: t}
+  y: {real: 4, axis: t, target: true}
+params:
+  E: {shape: [V, D]}
+  U: {shape: [H, D]}
+  W: {shape: [H, H]}
+  b: {shape: [H]}
+nodes:
+"""
+
+
+def test_fold_reads_an_affine_lookup_from_a_table_when_it_has_fewer_rows_than_the_lookups():
+    def folded(nodes, T):
+        g = graphspec.load("t.yaml", LOOKUP + nodes + "loss: mse(h, y)\n")
+        return run(g, make_ctx(g, {"t": T}, 2), until="fold", check=True)
+    g = folded("  h: tanh(b + W @ h[t-1] + U @ E[x])\n", 7)        # 2 x 7 lookups >= 2 x 7 rows
+    (table,) = [n for n in g.nodes.values() if n.op == "affine_table"]
+    assert [str(a) for a in table.args] == ["U", "E", "b"] and table.axis is None
+    (lookup,) = [n for n in g.nodes.values() if n.op == "embed_affine"]
+    assert [str(a) for a in lookup.args] == [table.name, "x", "b"] and lookup.axis == "t"
+    g = folded("  h: tanh(b + W @ h[t-1] + U @ E[x])\n", 6)        # 12 lookups of 7 rows: not
+    assert "affine_table" not in ops(g).values() and "affine" in ops(g).values()
+    # the lookup itself stays where something else reads it
+    g = folded("  e: E[x]\n  h: tanh(b + W @ h[t-1] + U @ e) + sum(e)\n", 7)
+    assert sorted(o for o in ops(g).values() if o.startswith(("embed", "affine_table"))) == ["affine_table", "embed", "embed_affine"]
+
+
 def test_fuse_makes_one_kernel_of_a_gated_cell_and_keeps_what_others_read():
     cell = ("  z: U @ x + W @ h[t-1]\n"
             "  f: sigmoid(z)\n"

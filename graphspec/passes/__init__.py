@@ -12,6 +12,7 @@ plan (graphspec/plan.py), the contract with runtime/.
     reassociate  (b + W h[t-1]) + U x -> (b + U x) + W h[t-1]: the part free of the recurrence is hoisted
     carry        a backward loop over a padded axis keeps its initial state through the padding
     affine       a matmul read only by an add -> affine (one GEMM accumulating onto the addend)
+    fold         W E[x] + b -> T[x], T = E W^T + b, where the table has fewer rows than the lookups
     pack         a product inside a loop reads its weight packed once per pass, not per step
     fuse         connected elementwise nodes of one loop step (or hoisted together) -> one fused kernel
     layout       slots before/after each axis, the memory check, buffers at fixed offsets
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..graph import Graph
-from . import affine, carry, cross_axis, dce, emit, fuse, layout, pack, reassociate
+from . import affine, carry, cross_axis, dce, emit, fold, fuse, layout, pack, reassociate
 from .analysis import order as _order
 from .printer import print_ir
 from .verify import verify, verify_plan
@@ -59,6 +60,7 @@ PIPELINE = [
     ("reassociate", reassociate.run),
     ("carry", carry.run),
     ("affine", affine.run),
+    ("fold", fold.run),
     ("pack", pack.run),
     ("fuse", fuse.run),
     ("layout", layout.run),

@@ -33,6 +33,27 @@ def embed_bwd(table, ids, out, gout, gtable, gids, need):
 
 
 @jit
+def embed_affine_fwd(table, ids, b, out):
+    """y_r = T[x_r], or b where x_r is outside the table."""
+    embed_fwd(table, ids, out)
+    V = table.shape[0]
+    for r in range(out.shape[0]):
+        if not 0 <= ids[r, 0] < V:
+            out[r, :] = b[0, :]
+
+
+@jit
+def embed_affine_bwd(table, ids, b, out, gout, gtable, gids, gb, need):
+    """dT[x_r] += dy_r where x_r is in the table, else db += dy_r"""
+    embed_bwd(table, ids, out, gout, gtable, gids, need & 1)
+    if need & 4:
+        V = table.shape[0]
+        for r in range(out.shape[0]):
+            if not 0 <= ids[r, 0] < V:
+                gb[0, :] += gout[r, :]
+
+
+@jit
 def _count(ids, r, V):
     n = 0
     for c in range(ids.shape[1]):

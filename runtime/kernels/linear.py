@@ -38,6 +38,18 @@ def affine_bwd(w, x, a, out, gout, gw, gx, ga, need):
         _accumulate(ga, gout, const(gout, 1.0))
 
 
+@jit
+def affine_table_fwd(w, e, b, out):
+    """T = E @ W.T + b: affine's forward with E's rows as the rows of X."""
+    affine_fwd(w, e, b, out)
+
+
+@jit
+def affine_table_bwd(w, e, b, out, gout, gw, ge, gb, need):
+    """dE += dT @ W;  dW += dT.T @ E;  db += dT summed over rows."""
+    affine_bwd(w, e, b, out, gout, gw, ge, gb, need)
+
+
 # ---------------------------------------------------------------- over packed weights
 @jit
 def _layouts(w, p):
