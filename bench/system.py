@@ -23,6 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+SETTLE_S = 2.0          # long enough for other libraries' worker threads to stop spinning
+
+
 def matmul_peak(n=1024, repeat=5) -> float:
     a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
     b = a.copy()
@@ -172,7 +175,12 @@ def measure(smoke=False) -> dict:
         return {"matmul_peak_gflops": matmul_peak(128, 1), "achieved": [achieved(B=1, T=4, H=8, steps=1)],
                 "start": start_times(cold=False), "memory": memory(T=20, B=2, H=8),
                 "compile": compile_times(spec, 2, (10, 20))}
-    return {"matmul_peak_gflops": matmul_peak(), "achieved": [achieved(H=128), achieved(B=64, H=512, steps=3)],
+    # the steps first, after a pause: numpy's OpenBLAS threads spin on after the peak's 1024^3
+    # matmul (as torch's do after the benchmarks before), and timed right after it the LSTM step
+    # at B=32/H=128 took 12.0 ms against 6.5 alone (a share of 0.23 against 0.43)
+    time.sleep(SETTLE_S)
+    steps = [achieved(H=128, steps=15), achieved(B=64, H=512, steps=3)]
+    return {"achieved": steps, "matmul_peak_gflops": matmul_peak(),
             "start": start_times(), "memory": memory(), "compile": compile_times(spec, 32)}
 
 
