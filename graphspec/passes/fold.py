@@ -40,7 +40,7 @@ def run(g: Graph, ctx) -> dict:
         looked_up = ctx.batch * (ctx.lengths.get(n.axis, 1) if n.axis else 1)
         if not isinstance(V, int) or CHEAPER * V > looked_up:
             continue
-        name = f"{table.name}#{w.node}"
+        name = f"{table.name}#{w.node}#{bias.name}"      # one table per (E, W, b): shared by its lookups
         if name not in g.nodes:
             t = g.add(Node(name, "affine_table", [Operand(w.node), Operand(table.name), Operand(bias.name)],
                            loc=n.loc))
