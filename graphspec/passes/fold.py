@@ -26,14 +26,14 @@ def run(g: Graph, ctx) -> dict:
     outs = kept(g)
     count = 0
     for n in list(g.nodes.values()):
-        if n.op != "affine" or n.ty is None or n.ty.seq is not None:
+        if n.op != "affine":
             continue
         w, x, b = n.args
         e, bias = g.nodes[x.node], g.nodes[b.node]
+        # a lookup's value spans no axis, so neither does the affine's nor (affine's rule) its addend's
         if (e.op != "embed" or x.mode != "step" or x.delay != 0 or e.axis != n.axis
-                or loop_of.get(e.name) != loop_of.get(n.name) or e.ty.seq is not None
-                or b.mode != "step" or rows[bias.name] or bias.axis is not None or bias.ty is None
-                or isinstance(bias.ty, MatTy) or bias.ty.seq is not None):
+                or loop_of.get(e.name) != loop_of.get(n.name)
+                or b.mode != "step" or rows[bias.name] or isinstance(bias.ty, MatTy)):
             continue
         table = g.nodes[e.args[0].node]
         V = table.ty.seq_rows
