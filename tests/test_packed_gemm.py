@@ -1,6 +1,6 @@
 """The packed recurrent GEMM (runtime/kernels/packed.py) against NumPy's float64 product written
 from the equations, and against BLAS: odd sizes (K and N not multiples of the 16-wide panels,
-M = 1..5, H = 1), both layouts, accumulate and overwrite, float32 and float64, threads, and every
+M = 1..33, H = 1), both layouts, accumulate and overwrite, float32 and float64, threads, and every
 path this CPU can run (the others in a subprocess with GRAPHSPEC_GEMM set)."""
 import os
 import subprocess
@@ -16,8 +16,9 @@ from runtime.kernels import packed, team
 from runtime.kernels.blas import gemm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZES = [(1, 4), (4, 1), (1, 1), (3, 17), (17, 3), (16, 64), (33, 65), (5, 130), (64, 257)]   # (K, N)
-ROWS = [1, 2, 3, 4, 5, 8, 33]
+SIZES = [(1, 4), (4, 1), (1, 1), (3, 17), (17, 3), (16, 64), (33, 65), (5, 130), (64, 257), (300, 40)]   # (K, N)
+# 1-4 rows: one tile; 5-33: 8-row tiles (AVX-512) and every remainder, 1 (33), 4 (20), 5 (13), 7 (15)
+ROWS = [1, 2, 3, 4, 5, 8, 13, 15, 20, 33]
 
 
 def _bound(A, B, C0, dtype):

@@ -20,10 +20,11 @@ so the micro-kernel reads one panel row, 16 contiguous floats, per step k of the
 On the "blas" path (no AVX2/FMA) the same buffer holds B itself, row-major in its first r * n
 elements, and the product is BLAS's.
 
-Micro-kernel (`_tile`): a tile of mr <= 4 rows of C by np panels (np * 16 columns) lives in
-registers, mr * np * 16 / LANES vector accumulators (16 on both SIMD paths: 4 x 4 zmm for
-AVX-512, 4 x 2 x 2 ymm for AVX2); per k it loads np panel rows, broadcasts mr elements of A
-and issues the FMAs, then adds the tile into C (accumulate) or stores it. It is emitted as LLVM
+Micro-kernel (`_tile`): a tile of mr rows of C by np panels (np * 16 columns) lives in
+registers, mr * np * 16 / LANES vector accumulators (at most 16: 4 rows x 4 zmm or 8 rows x
+2 zmm for AVX-512, 4 x 2 x 2 ymm for AVX2, whose 16 registers hold no 8-row tile); per k it
+loads np panel rows, broadcasts mr elements of A and issues the FMAs, then adds the tile into C
+(accumulate) or stores it. It is emitted as LLVM
 vector IR: numba's own loops over this layout vectorise the wrong loop (2-4 GFLOP/s). Few rows
 (M = 1..3) run the same kernel with mr = M: each panel row loaded feeds M FMAs, a GEMV-like
 stream over P that the memory system bounds. float64 (gradient checks) runs plain loops over
@@ -58,8 +59,10 @@ PANEL = 16
 SIMD = GEMM_PATH != "blas"
 LANES = 16 if GEMM_PATH == "avx512" else 8     # floats per vector register
 GROUP = 4 * LANES // PANEL                       # panels per tile: 4 vectors (zmm or ymm) per row
+WIDE_GROUP = GROUP // 2                          # panels per 8-row tile (AVX-512 only)
+MAX_ROWS = 8 if LANES == 16 else 4               # rows per tile: 8 x 2 zmm, or 4 x 4 vectors
 CHUNK = 4                                        # panels per unit of work shared between threads
-KC = 128                                         # reduction rows per pass over a row block (M > 4)
+KC = 128                                         # reduction rows of a 4-panel block (M > 4 rows)
 MIN_PARALLEL_FLOPS = 1 << 20                     # below ~4 us of work a second thread costs more
 
 
@@ -161,7 +164,8 @@ def _emit_tile(builder, a, lda, p, ps, c, ldc, nlast, K, acc, MR, NP):
 def _tile(typingctx, A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K, acc):
     """C[coff + i ldc + j] (+)= sum_k A[aoff + i lda + k] P[poff + q ps + 16 k + j'] for i < mr,
     j = 16 q + j' < 16 (np_ - 1) + nlast: one specialised loop per (mr in 1..4, np_ in
-    GROUP, GROUP/2, .., 1), chosen by a switch."""
+    GROUP, GROUP/2, .., 1) and (mr = MAX_ROWS if 8, np_ in WIDE_GROUP, .., 1), chosen by a
+    switch."""
     sig = types.void(A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K, acc)
 
     def codegen(context, builder, signature, args):
@@ -176,8 +180,8 @@ def _tile(typingctx, A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K,
         key = builder.add(builder.mul(mr_, ir.Constant(i64, 64)), np__)
         done = builder.append_basic_block("tile.done")
         switch = builder.switch(key, done)
-        for MR in range(1, 5):
-            NP = GROUP
+        for MR in (1, 2, 3, 4, MAX_ROWS)[:4 if MAX_ROWS == 4 else 5]:
+            NP = GROUP if MR <= 4 else WIDE_GROUP
             while NP >= 1:
                 block = builder.append_basic_block(f"tile.{MR}x{NP}")
                 switch.add_case(ir.Constant(i64, MR * 64 + NP), block)
@@ -197,25 +201,38 @@ def _simd_panels_c(a, p, c, M, r, n, accumulate, q0, q1):
     split a group (r x 64 floats: 128 KB at r = 512) came from L2 once per 4 rows: [16x512] x
     [512x2048] on one thread ran 95 GF/s, with it 111-123 (KC 64: 104-110, 256: 97-99); [64x512] x
     [512x2048] 110 -> 138. Training steps: LSTM B=16/H=512 51 -> 49 ms, B=64/H=512 168 -> 157.
+    With 8 rows or more (AVX-512) the blocks are 2 panels by 2 KC rows (32 KB still) and the
+    row blocks 8 rows: a block's first row block reads it from L3 (the weight at H = 512 is 4
+    MB, a core's L2 2 MB) and its FMAs wait on those loads, so the fewer row blocks the L1 copy
+    serves, the more of them overlap the stream. One thread: [8x512]x[512x2048] 204 -> 164 us,
+    [8x2048]x[2048x512] 204 -> 151, [32x512]x[512x2048] 530 -> 475; LSTM B=16/H=512 (8 rows a
+    thread) 44.9 -> 41.6 ms a step.
     A C function (arrays by address) registered with LLVM: its callers link to it by name instead
-    of inlining and optimising its 12 unrolled loops again (seconds each, cold)."""
+    of inlining and optimising its 14 unrolled loops again (seconds each, cold)."""
     A = numba.carray(team.as_pointer(a, np.float32), (M, r))
     P = numba.carray(team.as_pointer(p, np.float32), (((n + PANEL - 1) // PANEL) * r, PANEL))
     C = numba.carray(team.as_pointer(c, np.float32), (M, n))
     npan = (n + PANEL - 1) // PANEL
     nl = n - (npan - 1) * PANEL
-    kc = KC if M > 4 and r > KC else max(r, 1)      # one pass over K when a single row block reads it
+    rb = MAX_ROWS if M >= MAX_ROWS else 4
+    group = GROUP if rb == 4 else WIDE_GROUP
+    kc = KC * GROUP // group                        # a block of KC x GROUP panel rows whatever the tile
+    kc = kc if M > rb and r > kc else max(r, 1)     # one pass over K when a single row block reads it
     q = q0
     while q < q1:
-        np_ = GROUP
+        np_ = group
         while np_ > q1 - q:
             np_ //= 2
         nlast = nl if q + np_ == npan else PANEL
         for k0 in range(0, max(r, 1), kc):          # K = 0 still runs a pass: C = 0 unless accumulating
             kn = min(kc, r - k0)
-            for i in range(0, M, 4):
-                _tile(A, i * r + k0, r, min(4, M - i), P, (q * r + k0) * PANEL, r * PANEL, np_, C, i * n + q * PANEL,
+            i = 0
+            while i < M:
+                mr = min(rb, M - i)
+                mr = mr if mr == rb or mr <= 4 else 4       # 5-7 rows left: 4, then the rest
+                _tile(A, i * r + k0, r, mr, P, (q * r + k0) * PANEL, r * PANEL, np_, C, i * n + q * PANEL,
                       n, nlast, kn, accumulate != 0 or k0 > 0)
+                i += mr
         q += np_
 
 
