@@ -53,6 +53,43 @@ def _unwritten(plan: Plan) -> list:
     return merged
 
 
+def _no_gradient(plan: Plan) -> list:
+    """Ranges of G that backward neither writes nor reads, merged: buffers whose every reader
+    takes no gradient through them and whose every writer has no backward (a packed weight:
+    W's gradient comes from the deferred GEMM), where no other buffer overlaps them. They stay
+    the zeros G was made of, so backward need not zero them again (8 MB of G's 27 for the LSTM
+    at B=16/H=512: 1.0 -> 0.7 ms a step)."""
+    carried = {v.buf for e in plan.eqns for v, n in zip(e.ins, e.need or ()) if n}
+    carried |= {v.buf for e in plan.eqns if any(e.need) for v in e.outs}
+    spans = [(b.offset, b.offset + b.size, b.dtype == "f" and b.kind in ("value", "scratch") and b.name not in carried)
+             for b in plan.buffers.values() if b.dtype == "f" and b.size]
+    kept = [(a, z) for a, z, free in spans if not free]
+    out = []
+    for a, z in sorted((a, z) for a, z, free in spans if free):
+        if any(x < z and a < y for x, y in kept):
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(z, out[-1][1]))
+        else:
+            out.append((a, z))
+    return out
+
+
+def _without(ranges: list, holes: list) -> list:
+    """The parts of sorted, disjoint `ranges` outside sorted, disjoint `holes`."""
+    out = []
+    for a, z in ranges:
+        for x, y in holes:
+            if y <= a or x >= z:
+                continue
+            if x > a:
+                out.append((a, x))
+            a = max(a, y)
+        if a < z:
+            out.append((a, z))
+    return out
+
+
 def _openblas():
     """(set_num_threads, the thread count it started with) of scipy's bundled OpenBLAS (what
     runtime/kernels/blas.py calls), or (None, 1) where scipy links another BLAS."""
@@ -206,6 +243,7 @@ class Executor:
             if a > at:
                 self.dense_ranges.append((at, a))
             at = z
+        self.zeroed = _without(self.dense_ranges, _no_gradient(p))
 
     # ------------------------------------------------------------ params
     def view(self, name: str, grad: bool = False) -> np.ndarray:

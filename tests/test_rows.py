@@ -216,3 +216,21 @@ def test_small_plans_run_their_blas_gemms_on_one_thread():
     assert blas_threads(small) == 1
     macs = max(e.out.rows * e.out.cols * e.ins[0].cols for e in big.eqns if e.op in ("affine", "matmul"))
     assert macs > SMALL_GEMM and blas_threads(big) == _BLAS_THREADS    # what OpenBLAS started with
+
+
+def test_backward_leaves_unzeroed_only_the_gradient_no_equation_touches():
+    """The packed weight's G is the one range backward skips (W's gradient comes from the
+    deferred GEMM), and a second backward of the same batch gives the first one's gradients:
+    nothing the first left behind is read again."""
+    from runtime.executor import _no_gradient
+    plan = plan_of(LSTM, 4)
+    assert _no_gradient(plan) == [(b.offset, b.offset + b.size) for b in plan.buffers.values()
+                                  if any(e.op == "pack" and e.out.buf == b.name for e in plan.eqns)]
+    model, batch = _model(os.path.join(ROOT, "specs", "lstm.yaml"), np.float64)
+    model.forward(batch)
+    first, second = _run(model, batch, split=False), _run(model, batch, split=False)
+    assert first[0] == second[0]
+    for name, g in first[1].items():
+        assert np.array_equal(g, second[1][name]), name
+    ex = model.current
+    assert not np.any(np.concatenate([ex.G[a:z] for a, z in _no_gradient(ex.plan)]))
