@@ -301,7 +301,7 @@ class Executor:
 
     def backward(self):
         self._blas()
-        for a, z in self.dense_ranges:
+        for a, z in self.zeroed:
             self.G[a:z] = 0
         for b, rows in zip(self.sparse, self.rows):
             _zero_rows(self.view(b.name, grad=True), rows)

@@ -220,17 +220,22 @@ def test_small_plans_run_their_blas_gemms_on_one_thread():
 
 def test_backward_leaves_unzeroed_only_the_gradient_no_equation_touches():
     """The packed weight's G is the one range backward skips (W's gradient comes from the
-    deferred GEMM), and a second backward of the same batch gives the first one's gradients:
-    nothing the first left behind is read again."""
+    deferred GEMM): NaN put there survives a second backward (it is not zeroed) and reaches
+    no gradient (nothing reads it), which equal the first backward's."""
     from runtime.executor import _no_gradient
     plan = plan_of(LSTM, 4)
     assert _no_gradient(plan) == [(b.offset, b.offset + b.size) for b in plan.buffers.values()
                                   if any(e.op == "pack" and e.out.buf == b.name for e in plan.eqns)]
     model, batch = _model(os.path.join(ROOT, "specs", "lstm.yaml"), np.float64)
     model.forward(batch)
-    first, second = _run(model, batch, split=False), _run(model, batch, split=False)
+    first = _run(model, batch, split=False)
+    ex = model.current
+    skipped = np.concatenate([np.arange(a, z) for a, z in _no_gradient(ex.plan)])
+    assert not np.any(ex.G[skipped])
+    ex.G[skipped] = np.nan
+    second = _run(model, batch, split=False)
+    assert np.all(np.isnan(ex.G[skipped]))
+    ex.G[skipped] = 0
     assert first[0] == second[0]
     for name, g in first[1].items():
         assert np.array_equal(g, second[1][name]), name
-    ex = model.current
-    assert not np.any(np.concatenate([ex.G[a:z] for a, z in _no_gradient(ex.plan)]))
