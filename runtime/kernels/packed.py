@@ -190,8 +190,7 @@ def _emit_tile(builder, a, lda, p, ps, c, ldc, nlast, K, acc, MR, NP):
 def _tile(typingctx, A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K, acc):
     """C[coff + i ldc + j] (+)= sum_k A[aoff + i lda + k] P[poff + q ps + 16 k + j'] for i < mr,
     j = 16 q + j' < 16 (np_ - 1) + nlast: one specialised loop per (mr in 1..4, np_ in
-    GROUP, GROUP/2, .., 1) and (mr = MAX_ROWS if 8, np_ in WIDE_GROUP, .., 1), chosen by a
-    switch."""
+    GROUP, GROUP/2, .., 1) and (mr = MAX_ROWS if 8, np_ = WIDE_GROUP), chosen by a switch."""
     sig = types.void(A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K, acc)
 
     def codegen(context, builder, signature, args):
@@ -214,7 +213,7 @@ def _tile(typingctx, A, aoff, lda, mr, P, poff, ps, np_, C, coff, ldc, nlast, K,
                 builder.position_at_end(block)
                 _emit_tile(builder, a, lda_, p, ps_, c, ldc_, nlast_, K_, acc_, MR, NP)
                 builder.branch(done)
-                NP //= 2
+                NP = NP // 2 if MR <= 4 else 0      # 8 rows: 2 panels only (each variant costs cold start)
         builder.position_at_end(done)
         return context.get_dummy_value()
     return sig, codegen
@@ -234,7 +233,7 @@ def _simd_panels_c(a, p, c, M, r, n, accumulate, q0, q1):
     [8x2048]x[2048x512] 204 -> 151, [32x512]x[512x2048] 530 -> 475; LSTM B=16/H=512 (8 rows a
     thread) 44.9 -> 41.6 ms a step.
     A C function (arrays by address) registered with LLVM: its callers link to it by name instead
-    of inlining and optimising its 14 unrolled loops again (seconds each, cold)."""
+    of inlining and optimising its 13 unrolled loops again (seconds each, cold)."""
     A = numba.carray(team.as_pointer(a, np.float32), (M, r))
     P = numba.carray(team.as_pointer(p, np.float32), (((n + PANEL - 1) // PANEL) * r, PANEL))
     C = numba.carray(team.as_pointer(c, np.float32), (M, n))
@@ -250,12 +249,13 @@ def _simd_panels_c(a, p, c, M, r, n, accumulate, q0, q1):
         while np_ > q1 - q:
             np_ //= 2
         nlast = nl if q + np_ == npan else PANEL
+        rows = rb if np_ == group else 4            # an 8-row tile spans WIDE_GROUP panels
         for k0 in range(0, max(r, 1), kc):          # K = 0 still runs a pass: C = 0 unless accumulating
             kn = min(kc, r - k0)
             i = 0
             while i < M:
-                mr = min(rb, M - i)
-                mr = mr if mr == rb or mr <= 4 else 4       # 5-7 rows left: 4, then the rest
+                mr = min(rows, M - i)
+                mr = mr if mr == rows or mr <= 4 else 4     # 5-7 rows left: 4, then the rest
                 _tile(A, i * r + k0, r, mr, P, (q * r + k0) * PANEL, r * PANEL, np_, C, i * n + q * PANEL,
                       n, nlast, kn, accumulate != 0 or k0 > 0)
                 i += mr
