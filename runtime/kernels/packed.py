@@ -24,11 +24,11 @@ Micro-kernel (`_tile`): a tile of mr rows of C by np panels (np * 16 columns) li
 registers, mr * np * 16 / LANES vector accumulators (at most 16: 4 rows x 4 zmm or 8 rows x
 2 zmm for AVX-512, 4 x 2 x 2 ymm for AVX2, whose 16 registers hold no 8-row tile); per k it
 loads np panel rows, broadcasts mr elements of A and issues the FMAs, then adds the tile into C
-(accumulate) or stores it. It is emitted as LLVM
-vector IR: numba's own loops over this layout vectorise the wrong loop (2-4 GFLOP/s). Few rows
-(M = 1..3) run the same kernel with mr = M: each panel row loaded feeds M FMAs, a GEMV-like
-stream over P that the memory system bounds. float64 (gradient checks) runs plain loops over
-the same layout: slower, same results within rounding.
+(accumulate) or stores it. It is emitted as LLVM vector IR: numba's own loops over this layout
+vectorise the wrong loop (2-4 GFLOP/s). Few rows (M = 1..3) run the same kernel with mr = M:
+each panel row loaded feeds M FMAs, a GEMV-like stream over P that the memory system bounds.
+float64 (gradient checks) runs plain loops over the same layout: slower, same results within
+rounding.
 
 The kernel is compiled once, as a C function registered with LLVM by name (like BLAS in
 blas.py): every caller, the interpreter included, links to it instead of inlining its unrolled
