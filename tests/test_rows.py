@@ -239,3 +239,36 @@ def test_backward_leaves_unzeroed_only_the_gradient_no_equation_touches():
     assert first[0] == second[0]
     for name, g in first[1].items():
         assert np.array_equal(g, second[1][name]), name
+
+
+WARM_UP = """
+import os, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.test_rows import _model
+from runtime import interp
+dtype = np.dtype({dtype!r})
+interp.prepare(dtype)
+loops = (interp.forward_rows, interp.backward_rows, interp.touched)
+before = [set(f.signatures) for f in loops]
+assert all(before), before
+for spec in ("w2v_skipgram_ns.yaml", "lstm.yaml"):         # a sparse param (touched runs), a loop
+    model, batch = _model(os.path.join({root!r}, "specs", spec), dtype)
+    model.forward(batch)
+    model.backward()
+added = [set(f.signatures) - b for f, b in zip(loops, before)]
+print(added)
+assert not any(added), added
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_interpreter_warm_up_compiles_what_the_executor_calls(dtype):
+    """interp.prepare (run in codegen.warm's pool on a cold start) compiles the loops for the
+    executor's argument types: forward and backward of a model add no specialisation (in a
+    process of its own, where nothing else has compiled them)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", WARM_UP.format(root=ROOT, dtype=dtype)], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
