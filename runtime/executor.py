@@ -44,8 +44,13 @@ def _unwritten(plan: Plan) -> list:
                            (b.offset + (b.shape[0] - b.post) * slot, b.offset + b.size)]
         else:
             ranges.append((b.offset, b.offset + b.size))
+    return _merge(r for r in ranges if r[1] > r[0])
+
+
+def _merge(ranges) -> list:
+    """Ranges (a, z) sorted and merged where they overlap or touch."""
     merged = []
-    for a, z in sorted(r for r in ranges if r[1] > r[0]):
+    for a, z in sorted(ranges):
         if merged and a <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(z, merged[-1][1]))
         else:
@@ -61,18 +66,10 @@ def _no_gradient(plan: Plan) -> list:
     at B=16/H=512: 1.0 -> 0.7 ms a step)."""
     carried = {v.buf for e in plan.eqns for v, n in zip(e.ins, e.need or ()) if n}
     carried |= {v.buf for e in plan.eqns if any(e.need) for v in e.outs}
-    spans = [(b.offset, b.offset + b.size, b.dtype == "f" and b.kind in ("value", "scratch") and b.name not in carried)
+    spans = [(b.offset, b.offset + b.size, b.kind in ("value", "scratch") and b.name not in carried)
              for b in plan.buffers.values() if b.dtype == "f" and b.size]
     kept = [(a, z) for a, z, free in spans if not free]
-    out = []
-    for a, z in sorted((a, z) for a, z, free in spans if free):
-        if any(x < z and a < y for x, y in kept):
-            continue
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(z, out[-1][1]))
-        else:
-            out.append((a, z))
-    return out
+    return _merge((a, z) for a, z, free in spans if free and not any(x < z and a < y for x, y in kept))
 
 
 def _without(ranges: list, holes: list) -> list:
