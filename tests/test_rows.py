@@ -218,6 +218,34 @@ def test_small_plans_run_their_blas_gemms_on_one_thread():
     assert macs > SMALL_GEMM and blas_threads(big) == _BLAS_THREADS    # what OpenBLAS started with
 
 
+def test_a_busy_process_beside_is_seen_and_takes_a_blas_thread(monkeypatch):
+    """A process spinning beside is counted among the runnable threads of other processes (it
+    never sleeps), and the plan's BLAS GEMMs then run on the cores it leaves."""
+    import subprocess
+    import sys
+    import time
+    from runtime import executor
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert min(executor.busy_elsewhere() for _ in range(5)) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+    calls = []
+    monkeypatch.setattr(executor, "_set_blas_threads", calls.append)
+    ex = executor.Executor.__new__(executor.Executor)
+    ex.blas_threads = 2
+    for busy, threads in ((0, 2), (os.cpu_count() - 1, 1), (os.cpu_count() + 3, 1)):
+        monkeypatch.setattr(executor, "busy_elsewhere", lambda: busy)
+        ex._blas()
+        assert calls.pop() == min(threads, os.cpu_count())
+    ex.blas_threads = 1
+    monkeypatch.setattr(executor, "busy_elsewhere", lambda: 1 / 0)      # not even asked
+    ex._blas()
+    assert calls.pop() == 1
+
+
 def test_backward_leaves_unzeroed_only_the_gradient_no_equation_touches():
     """The packed weight's G is the one range backward skips (W's gradient comes from the
     deferred GEMM): NaN put there survives a second backward (it is not zeroed) and reaches
