@@ -228,10 +228,14 @@ def test_a_busy_process_beside_is_seen_and_takes_a_blas_thread(monkeypatch):
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        assert min(executor.busy_elsewhere() for _ in range(5)) >= 1
+        assert min(executor.busy_elsewhere(max_age=0) for _ in range(5)) >= 1
     finally:
         spinner.kill()
         spinner.wait()
+    reads = []
+    monkeypatch.setattr(executor, "_runnable_elsewhere", lambda: reads.append(1) or 7)
+    assert [executor.busy_elsewhere(max_age=0), executor.busy_elsewhere(max_age=60)] == [7, 7]
+    assert len(reads) == 1          # the second within max_age of the first: not read again
     calls = []
     monkeypatch.setattr(executor, "_set_blas_threads", calls.append)
     ex = executor.Executor.__new__(executor.Executor)
