@@ -94,6 +94,10 @@ def cmd_compile(args):
              if s.get(k)]
     if fused:
         print(f"  fused: {', '.join(fused)}")
+    stored = sum(v.rows * v.cols for e in plan.eqns for v, a in zip(e.ins, e.assign) if a)
+    if stored:
+        print(f"  gradients stored, not added: {s['stored gradient writes']} writes "
+              f"({stored * 4 / 2**20:.2f} MiB of float32 G that backward need not zero first)")
     mem, shared = memory_estimate(plan), s.get("bytes shared in place", 0)
     reuse = f"; {(mem + shared) / 2**20:.2f} MiB before {s['in-place values']} in-place value(s)" if shared else ""
     print(f"  activation memory: {mem / 2**20:.2f} MiB (float32 values and gradients{reuse})")

@@ -99,6 +99,8 @@ class OpSig:
     variadic: str = ""           # any number of operands, emitted as one `variadic` eqn per part
     ew: Optional[Elementwise] = None
     gemm: tuple = ()             # (weight, input): in a loop, dW = one GEMM over every step (deferred)
+    assigns: tuple = ()          # operands whose whole gradient the backward can store (=) instead
+                                 # of adding, when the plan says so (Eqn.assign; passes/assign.py)
     onto: int = -1               # the output starts as a copy of this operand (it may take its buffer)
     kernels: str = ""            # runtime/kernels/<module>.py with NAME_fwd/NAME_bwd ('' = generated)
     rowwise: bool = False        # row r of the output reads only row r of each operand with the
@@ -172,7 +174,7 @@ def _plain(t: Ty, what: str):
 
 
 # ---------------------------------------------------------------- linear algebra
-@op("matmul", (Arg("W"), Arg("x")), gemm=(0, 1), kernels="linear",
+@op("matmul", (Arg("W"), Arg("x")), gemm=(0, 1), assigns=(0, 1), kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C)], (g.R, 3), {}))
 def _matmul(ts, at):
     """y = W x, as in the source's equations: W is a matrix param [N, K] (out, in), x a row [K],
@@ -187,7 +189,7 @@ def _matmul(ts, at):
     return Ty(w.seq_rows, x.seq)
 
 
-@op("affine", (Arg("W"), Arg("x"), Arg("a")), gemm=(0, 1), onto=2, kernels="linear",
+@op("affine", (Arg("W"), Arg("x"), Arg("a")), gemm=(0, 1), onto=2, assigns=(0, 1), kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C), g.f(g.B, 3)], (g.R, 3), {}))
 def _affine(ts, at):
     """y = W x + a: a matmul whose only reader adds it to a (a bias row, or a value of y's size,
@@ -201,7 +203,7 @@ def _affine(ts, at):
     return y
 
 
-@op("affine_table", (Arg("W"), Arg("E"), Arg("b")), kernels="linear",
+@op("affine_table", (Arg("W"), Arg("E"), Arg("b")), assigns=(0, 1), kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.V, g.C), g.f(1, 3)], (g.V, 3), {}))
 def _affine_table(ts, at):
     """T = E W^T + b: every row of a lookup table E [V, K] through the affine map y = W x + b

@@ -20,6 +20,7 @@ from .ops import REGISTRY
 
 MAX_ATTRS = 3
 RECORD_HEADER = 5         # need, nofwd, n_out, n_in, n_scratch
+ASSIGN = 32               # need's bit ASSIGN + k: input k's gradient is stored, not added
 
 
 @dataclass
@@ -77,6 +78,28 @@ class Fused:
     def key(self) -> str:
         return repr((self.ins, self.eqns, self.outs))
 
+    @staticmethod
+    def block(arg: str) -> tuple:
+        """'i3' -> (3, 0, 0); 'i3@2' -> (3, 2, 0); 'i3@2+5' -> (3, 2, 5): input, block, extra column."""
+        k, _, at = arg[1:].partition("@")
+        b, _, c = at.partition("+")
+        return int(k), int(b or 0), int(c or 0)
+
+    def blocks(self) -> list:
+        """The (input, block, extra column) of every input read, sorted, each once."""
+        return sorted({self.block(x) for _, args in self.eqns for x in args if isinstance(x, str) and x[0] == "i"})
+
+    def storable(self, k: int) -> bool:
+        """Can the backward store input k's gradient row (=) instead of adding to it: a row of
+        values read in whole blocks (the kernel has both loops for it; Eqn.assign picks one)."""
+        return self.ins[k][0] == "v" and all(c == 0 for j, _, c in self.blocks() if j == k)
+
+    def covers(self, k: int, cols: int, width: int) -> bool:
+        """Does the backward write every column of input k, `cols` wide, when the outputs are
+        `width` wide: storable, and every block of it read."""
+        return (self.storable(k) and cols % width == 0
+                and [b for j, b, _ in self.blocks() if j == k] == list(range(cols // width)))
+
     def __str__(self) -> str:
         reads = " ".join(f"i{k}" + (":scalar" if s[0] == "s" else "") for k, s in enumerate(self.ins))
         body = "; ".join(f"e{i} = {op} {' '.join(map(str, args))}" for i, (op, args) in enumerate(self.eqns))
@@ -95,6 +118,7 @@ class Eqn:
     node: str = ""             # the step-graph node it computes (for errors and schedules)
     outs: list = field(default_factory=list)   # every output ([out] unless fused)
     group: Optional[Fused] = None               # the kernel of a `fused` equation
+    assign: tuple = ()         # per input: backward stores its gradient (=), the range's only write
 
     def __post_init__(self):
         if not self.outs:
@@ -133,7 +157,7 @@ class Plan:
         """(records int64, offsets int64 [n], attrs float64 [n, MAX_ATTRS]): equation i's record
         starts at records[offsets[i]]: [need, nofwd, n_out, n_in, n_scratch], then (offset, rows,
         cols) of each output, each input and the scratch buffer. need: bit k set when backward
-        accumulates a gradient into input k."""
+        accumulates a gradient into input k, bit ASSIGN + k when it stores it instead (Eqn.assign)."""
         n = len(self.eqns)
         offsets = np.zeros(n, np.int64)
         recs = []
@@ -141,8 +165,9 @@ class Plan:
         for i, e in enumerate(self.eqns):
             offsets[i] = len(recs)
             views = list(e.outs) + list(e.ins) + ([e.scratch] if e.scratch is not None else [])
-            recs += [sum(1 << k for k, x in enumerate(e.need) if x), int(e.nofwd), len(e.outs), len(e.ins),
-                     int(e.scratch is not None)]
+            need = sum(1 << k for k, x in enumerate(e.need) if x)
+            need |= sum(1 << (ASSIGN + k) for k, x in enumerate(e.assign) if x)
+            recs += [need, int(e.nofwd), len(e.outs), len(e.ins), int(e.scratch is not None)]
             for v in views:
                 recs += [v.offset, v.rows, v.cols]
             if e.op in REGISTRY:

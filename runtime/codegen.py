@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from graphspec.ops import REGISTRY
-from graphspec.plan import RECORD_HEADER, Fused
+from graphspec.plan import ASSIGN, RECORD_HEADER, Fused
 
 from . import jit as _jit
 from .abi import STACK_BYTES
@@ -270,13 +270,6 @@ def elementwise_source(name: str) -> str:
 
 
 # ---------------------------------------------------------------- fused groups
-def _block(arg: str) -> tuple:
-    """'i3' -> (3, 0, 0); 'i3@2' -> (3, 2, 0); 'i3@2+5' -> (3, 2, 5): input, block, extra column."""
-    k, _, at = arg[1:].partition("@")
-    b, _, c = at.partition("+")
-    return int(k), int(b or 0), int(c or 0)
-
-
 def _col(b: int, c: int, j: str = "j") -> str:
     return " + ".join([p for p in ((f"{b} * W" if b else ""), (str(c) if c else "")) if p] + ([j] if j else [])) or "0"
 
@@ -288,7 +281,7 @@ def fused_source(group: Fused, dtype: str) -> str:
     outs = [f"o{k}" for k in range(nout)]
     consts = Consts()
     # the column blocks read of each input: its gradient gets a run of the row buffer per block
-    blocks = sorted({_block(x) for _, args in group.eqns for x in args if isinstance(x, str) and x[0] == "i"})
+    blocks = group.blocks()
     slot = {blk: p for p, blk in enumerate(blocks)}
 
     def reads(indent):
@@ -301,7 +294,7 @@ def fused_source(group: Fused, dtype: str) -> str:
             return consts(x)
         if x[0] == "e":
             return x
-        k, b, c = _block(x)
+        k, b, c = group.block(x)
         return f"x{k}" if group.ins[k][0] == "s" else f"x{k}[{_col(b, c)}]"
 
     def forward_lines(indent):
@@ -344,7 +337,7 @@ def fused_source(group: Fused, dtype: str) -> str:
             if a.name not in sig.ew.grads or isinstance(x, float):
                 continue
             contrib = translate(sig.ew.grads[a.name], names, consts)
-            key = x if x[0] == "e" else _block(x)
+            key = x if x[0] == "e" else group.block(x)
             if key in acc:
                 lines.append(f"            {acc[key]} += {contrib}")
                 added.add(key)
@@ -356,21 +349,24 @@ def fused_source(group: Fused, dtype: str) -> str:
         B.append(f"            buf[{_col(p, 0)}] = {acc.get(blk, consts(0.0))}")
     for k, spec in enumerate(group.ins):
         mine = [blk for blk in blocks if blk[0] == k]
-        B.append(f"        if need & {1 << k}:")
         if spec[0] == "s":
-            B += [f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, W)"]
+            B += [f"        if need & {1 << k}:",
+                  f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, W)"]
             continue
-        B.append(f"            g = gi{k}[r % gi{k}.shape[0]]")
-        run = []                # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
-        for blk in mine + [None]:
-            if run and blk is not None and blk[2] == 0 and run[-1][2] == 0 and blk[1] == run[-1][1] + 1:
-                run.append(blk)
-                continue
-            if run:
-                b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
-                B += [f"            for j in range({len(run)} * W):",
-                      f"                g[{_col(b0, c0)}] += buf[{_col(p0, 0)}]"]
-            run = [blk] if blk is not None else []
+        # stored when the plan says this is the gradient's only write (Eqn.assign), else added
+        for test, how in ([(f"if need & {1 << (ASSIGN + k)}:", "="), (f"elif need & {1 << k}:", "+=")]
+                          if group.storable(k) else [(f"if need & {1 << k}:", "+=")]):
+            B += [f"        {test}", f"            g = gi{k}[r % gi{k}.shape[0]]"]
+            run = []            # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
+            for blk in mine + [None]:
+                if run and blk is not None and blk[2] == 0 and run[-1][2] == 0 and blk[1] == run[-1][1] + 1:
+                    run.append(blk)
+                    continue
+                if run:
+                    b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
+                    B += [f"            for j in range({len(run)} * W):",
+                          f"                g[{_col(b0, c0)}] {how} buf[{_col(p0, 0)}]"]
+                run = [blk] if blk is not None else []
     src = "\n".join(F + B).replace("    CONSTS", "\n".join(consts.lines("    ")) or "    pass")
     # the adapters: outputs first, then inputs (Plan.encode's record order)
     views = lambda arr, first, n: [f"fv({arr}, rec[{RECORD_HEADER + 3 * (first + k)}], "  # noqa: E731

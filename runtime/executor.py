@@ -73,6 +73,13 @@ def _no_gradient(plan: Plan) -> list:
     return _merge((a, z) for a, z, free in spans if free and not any(x < z and a < y for x, y in kept))
 
 
+def _assigned(plan: Plan) -> list:
+    """Ranges of G that one equation's backward stores, whole, before anything reads them
+    (Eqn.assign: graphspec/passes/assign.py), merged: backward need not zero them."""
+    return _merge((v.offset, v.offset + v.rows * v.cols) for e in plan.eqns
+                  for v, stored in zip(e.ins, e.assign) if stored)
+
+
 def _without(ranges: list, holes: list) -> list:
     """The parts of sorted, disjoint `ranges` outside sorted, disjoint `holes`."""
     out = []
@@ -280,7 +287,7 @@ class Executor:
             if a > at:
                 self.dense_ranges.append((at, a))
             at = z
-        self.zeroed = _without(self.dense_ranges, _no_gradient(p))
+        self.zeroed = _without(self.dense_ranges, _merge(_no_gradient(p) + _assigned(p)))
 
     # ------------------------------------------------------------ params
     def view(self, name: str, grad: bool = False) -> np.ndarray:

@@ -71,7 +71,7 @@ def test_every_pass_has_a_name_the_cli_accepts(cli):
         r = cli("compile", "specs/elman.yaml", "--len", "3", "--after", p)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"graph elman  (after pass {p})")
-    assert PASSES[-2:] == ["layout", "emit"]
+    assert PASSES[-3:] == ["layout", "emit", "assign"]
 
 
 # ---------------------------------------------------------------- one pass at a time
@@ -217,6 +217,52 @@ def test_layout_and_emit_give_two_plan_entries_per_step_for_the_lstm_block():
     per_step = [e for e in plan.eqns if e.out.slot == "t=2"]
     assert [e.op for e in per_step] == ["affine_packed", "fused"]
     assert [v.buf for v in per_step[1].outs] == ["h.s", "h.h"]
+
+
+def _writes(plan):
+    """(equation, input, start, end) of every gradient write of a plan."""
+    return [(i, k, v.offset, v.offset + v.rows * v.cols) for i, e in enumerate(plan.eqns)
+            for k, (v, need) in enumerate(zip(e.ins, e.need or ())) if need and v.rows * v.cols]
+
+
+def test_assign_stores_what_one_equation_writes_whole():
+    """A leaky Elman loop: the cell's input b + U x + W h[t-1] (its step's only reader) and the
+    deferred dW are stored; h[t-1] (read by the next step's product, the next cell and the loss)
+    and the bias (its rows repeat over the batch) are added to."""
+    text = HEAD + "nodes:\n  h: 0.5 * h[t-1] + tanh(b + W @ h[t-1] + U @ x)\nloss: mse(h, y)\n"
+    plan = compile_graph(graphspec.load("t.yaml", text), {"t": 4}, 2, check=True)
+    stored = {(e.op, e.ins[k].buf) for e in plan.eqns for k, a in enumerate(e.assign) if a}
+    added = {(e.op, e.ins[k].buf) for e in plan.eqns for k, n in enumerate(e.need) if n and not (e.assign and e.assign[k])}
+    fused = [e for e in plan.eqns if e.op == "fused"]
+    assert len(fused) == 4 and all(e.assign == (False, True) for e in fused)
+    assert ("matmul", "W") in stored and ("affine", "U") in stored
+    assert ("affine_packed", "h") in added and ("fused", "h") in added and ("affine", "b") in added
+    assert plan.stats["stored gradient writes"] == sum(map(sum, (e.assign for e in plan.eqns)))
+
+
+def test_compile_reports_the_stored_gradients():
+    import re
+    from tests.conftest import main
+    code, out, err = main("compile", os.path.join(ROOT, "specs", "lstm.yaml"), "--len", "4", "--batch", "3")
+    assert code == 0, err
+    writes, mib = re.search(r"gradients stored, not added: (\d+) writes \((\d+\.\d\d) MiB of float32 G", out).groups()
+    assert int(writes) >= 2 * 4 and float(mib) > 0        # at least each step's gates and old state
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[os.path.relpath(s, ROOT) for s in SPECS])
+def test_assign_marks_exactly_the_sole_whole_writes_of_every_spec(spec):
+    """Against a brute-force reference: a write is stored iff it overlaps no other write, covers
+    its range (passes.assign.writes_whole) and is not into a sparse param."""
+    from graphspec.passes.assign import writes_whole
+    from runtime.gradcheck import tiny_bind
+    g = graphspec.load(spec, bind=tiny_bind(graphspec.load(spec)))
+    plan = compile_graph(g, {a: 5 for a in g.axes}, 3, check=True)
+    writes = _writes(plan)
+    for i, k, a, z in writes:
+        e = plan.eqns[i]
+        alone = not any(x < z and a < y for j, m, x, y in writes if (j, m) != (i, k))
+        expect = alone and writes_whole(e, k) and not plan.buffers[e.ins[k].buf].sparse
+        assert bool(e.assign and e.assign[k]) == expect, (str(e), k)
 
 
 # ---------------------------------------------------------------- fused = unfused, every spec

@@ -273,6 +273,30 @@ def test_backward_leaves_unzeroed_only_the_gradient_no_equation_touches():
         assert np.array_equal(g, second[1][name]), name
 
 
+@pytest.mark.parametrize("spec", SPECS, ids=[os.path.basename(s) for s in SPECS])
+def test_stored_gradients_need_no_zeroing_and_equal_added_ones(spec, monkeypatch):
+    """Gradients the plan stores (Eqn.assign) overwrite whatever G held there: NaN put in those
+    ranges before backward reaches nothing, and every gradient equals the plan's without the
+    assign pass (each write added onto zeroed G), bit for bit."""
+    from graphspec import passes
+    from runtime.executor import _assigned
+    model, batch = _model(spec, np.float64)
+    model.forward(batch)
+    stored = _assigned(model.current.plan)
+    model.current.G[np.concatenate([np.arange(a, z) for a, z in stored] + [np.zeros(0, int)])] = np.nan
+    loss, grads, _ = _run(model, batch, split=False)
+    monkeypatch.setattr(passes, "PIPELINE", [(n, f) for n, f in passes.PIPELINE if n != "assign"])
+    ref, ref_batch = _model(spec, np.float64)
+    ref.forward(ref_batch)
+    assert not any(e.assign for e in ref.current.plan.eqns)
+    ref_loss, ref_grads, _ = _run(ref, ref_batch, split=False)
+    assert loss == ref_loss
+    for name, g in ref_grads.items():
+        assert np.array_equal(grads[name], g), name
+    if "lstm" in os.path.basename(spec):
+        assert stored             # the gates and dW at least
+
+
 WARM_UP = """
 import os, sys
 import numpy as np

@@ -64,9 +64,9 @@ def gemm(ta, tb, alpha, A, B, beta, C):
     K = A.shape[0] if ta else A.shape[1]
     if M == 0 or N == 0:
         return
-    if K == 0:
+    if K == 0:                  # BLAS's rule: beta = 0 ignores what C held (a NaN too)
         for i in range(M):
             for j in range(N):
-                C[i, j] *= beta
+                C[i, j] = 0 if beta == 0 else C[i, j] * beta
         return
     _xgemm(84 if tb else 78, 84 if ta else 78, N, M, K, alpha, B, B.shape[1], A, A.shape[1], beta, C, N)

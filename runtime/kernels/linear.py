@@ -1,5 +1,7 @@
 """matmul: y = W x for every row x (W [N, K] is [out, in]; rows are batch rows, and all time
 steps at once when hoisted); affine: y = W x + a, the GEMM accumulating into y."""
+from graphspec.plan import ASSIGN
+
 from ..jit import const, jit
 from .blas import gemm
 from .elementwise import _accumulate, copy_fwd
@@ -14,11 +16,12 @@ def matmul_fwd(w, x, out):
 
 @jit
 def matmul_bwd(w, x, out, gout, gw, gx, need):
-    """dX += dY @ W;  dW += dY.T @ X (one GEMM over every row, accumulated in place)."""
+    """dX += dY @ W;  dW += dY.T @ X (one GEMM over every row, accumulated in place; stored,
+    beta=0, where the plan says it is the gradient's only write: Eqn.assign)."""
     if need & 1:
-        gemm(True, False, 1.0, gout, x, 1.0, gw)
+        gemm(True, False, 1.0, gout, x, 0.0 if need & (1 << ASSIGN) else 1.0, gw)
     if need & 2:
-        gemm(False, False, 1.0, gout, w, 1.0, gx)
+        gemm(False, False, 1.0, gout, w, 0.0 if need & (1 << (ASSIGN + 1)) else 1.0, gx)
 
 
 @jit
