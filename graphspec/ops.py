@@ -124,6 +124,12 @@ class OpSig:
     def rows(self) -> tuple:
         return tuple(k for k, a in enumerate(self.args) if a.rows)
 
+    def stores(self, k: int) -> bool:
+        """Can the backward store operand k's whole gradient (=) instead of adding it, when the plan
+        says so (Eqn.assign): the operands in `assigns`, and every operand of a generated
+        elementwise kernel (runtime/codegen.py elementwise_source)."""
+        return k in self.assigns or (self.ew is not None and not self.kernels)
+
     @property
     def differentiable(self) -> tuple:
         """Operands whose gradient the backward kernel accumulates (when asked to)."""
@@ -319,7 +325,7 @@ def _unary(name, doc, fwd, grad, kernels="elementwise"):
     rule = lambda ts, at: _same_shape(ts, at)  # noqa: E731
     rule.__doc__ = doc
     op(name, (Arg("x"),), syntax=f"{name}(x)", kernels=kernels, ew=Elementwise(fwd, {"x": grad}),
-       example=_ew_example("full"))(rule)
+       assigns=(0,), example=_ew_example("full"))(rule)
 
 
 _unary("tanh", "y = tanh(x). backward: dx += dy * (1 - y^2).", "tanh(x)", "g * (1 - y * y)")

@@ -263,7 +263,10 @@ def elementwise_source(name: str) -> str:
         if a not in ew.grads:
             continue
         e = translate(ew.grads[a], dict(read, y=y, g="gout[r, j]"), consts_b)
-        body += [f"    if need & {1 << k}:", "        for r in range(R):", "            for j in range(C):",
+        # stored where the plan says this is the gradient's only write (then of y's shape)
+        body += [f"    if need & {1 << (ASSIGN + k)}:", "        for r in range(R):", "            for j in range(C):",
+                 f"                g{a}[r, j] = {e}"]
+        body += [f"    elif need & {1 << k}:", "        for r in range(R):", "            for j in range(C):",
                  f"                g{a}[r % g{a}.shape[0], j if g{a}.shape[1] == C else 0] += {e}"]
     L += consts_b.lines("    ", like="out") + body
     return "\n".join(L)

@@ -133,6 +133,31 @@ def test_backward_accumulates(name):
         np.testing.assert_allclose(g2, 2 * g1, rtol=1e-12, atol=1e-12)
 
 
+STORES = [(n, k) for n in KERNEL_OPS for k in REGISTRY[n].differentiable if REGISTRY[n].stores(k)]
+
+
+@pytest.mark.parametrize("name, k", STORES, ids=[f"{n}-{k}" for n, k in STORES])
+def test_backward_stores_a_whole_gradient_when_told(name, k):
+    """With need's bit ASSIGN + k (Eqn.assign) operand k's gradient is stored: what G held there
+    (NaN here) is gone, and the result is what adding onto zeros gives."""
+    from graphspec.plan import ASSIGN
+    sig = REGISTRY[name]
+    ins, out_shape, attrs = CASES[name]()
+    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    if sig.ew is not None and ins[k].shape != out.shape:
+        ins[k] = rng.normal(0, 1, out.shape)      # the pass stores only an operand of y's shape
+        ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    gout = rng.normal(0, 1, out.shape)
+    need = sum(1 << j for j in sig.differentiable)
+    added = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
+    stored = [g.copy() for g in added]
+    stored[k][...] = np.nan
+    KERNELS[name][1](*ins, out, gout, *added, need, *a, *scratch)
+    KERNELS[name][1](*ins, out, gout, *stored, need | 1 << (ASSIGN + k), *a, *scratch)
+    assert np.array_equal(stored[k], added[k])
+    assert np.any(added[k])
+
+
 @pytest.mark.parametrize("name", [n for n in KERNEL_OPS if REGISTRY[n].out == "f" and n != "dropout"])
 def test_float32_forward_matches_float64(name):
     ins, out_shape, attrs = CASES[name]()

@@ -7,8 +7,9 @@ of it is written once: the gates' gradient, by the cell of their step only; dW, 
 GEMM only. Such a write can store, and the executor then leaves its range alone
 (runtime/executor.py `_assigned`).
 
-A registry op says which operands' gradients its backward writes whole (OpSig.assigns: a GEMM's
-dW and dX); a fused group writes input k whole when it reads every column block of it, a row per
+A registry op says which operands' gradients its backward can store (OpSig.stores: a GEMM's dW
+and dX, tanh's and sigmoid's dx, any generated elementwise kernel's operand of the output's
+shape); a fused group writes input k whole when it reads every column block of it, a row per
 output row (Fused.covers).
 """
 from __future__ import annotations
@@ -22,7 +23,11 @@ def writes_whole(e, k: int) -> bool:
     v = e.ins[k]
     if e.op == "fused":
         return v.rows == e.out.rows and e.group.covers(k, v.cols, e.out.cols)
-    return e.op in REGISTRY and k in REGISTRY[e.op].assigns
+    sig = REGISTRY.get(e.op)
+    if sig is None or not sig.stores(k):
+        return False
+    # an elementwise operand that broadcasts (fewer rows, one column) gets sums, not stores
+    return sig.ew is None or (v.rows, v.cols) == (e.out.rows, e.out.cols)
 
 
 def run(g: Graph, ctx) -> dict:

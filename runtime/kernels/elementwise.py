@@ -6,6 +6,8 @@ rows); an operand with one column broadcasts over columns. Backward sums over wh
 """
 import numpy as np
 
+from graphspec.plan import ASSIGN
+
 from ..jit import const, jit
 from .vecmath import fast_tanh
 
@@ -125,14 +127,20 @@ def tanh_fwd(x, out):
 
 @jit
 def tanh_bwd(x, out, gout, gx, need):
-    """dx += dy * (1 - y^2)"""
+    """dx += dy * (1 - y^2) (stored, not added, when the plan says so: Eqn.assign)"""
     if need & 1:
         one = const(out, 1.0)
         R, C = out.shape
+        store = need & (1 << ASSIGN)
         for r in range(R):
-            for j in range(C):
-                y = out[r, j]
-                gx[r, j] += gout[r, j] * (one - y * y)
+            if store:
+                for j in range(C):
+                    y = out[r, j]
+                    gx[r, j] = gout[r, j] * (one - y * y)
+            else:
+                for j in range(C):
+                    y = out[r, j]
+                    gx[r, j] += gout[r, j] * (one - y * y)
 
 
 @jit
@@ -147,14 +155,20 @@ def sigmoid_fwd(x, out):
 
 @jit
 def sigmoid_bwd(x, out, gout, gx, need):
-    """dx += dy * y * (1 - y)"""
+    """dx += dy * y * (1 - y) (stored, not added, when the plan says so: Eqn.assign)"""
     if need & 1:
         one = const(out, 1.0)
         R, C = out.shape
+        store = need & (1 << ASSIGN)
         for r in range(R):
-            for j in range(C):
-                y = out[r, j]
-                gx[r, j] += gout[r, j] * y * (one - y)
+            if store:
+                for j in range(C):
+                    y = out[r, j]
+                    gx[r, j] = gout[r, j] * y * (one - y)
+            else:
+                for j in range(C):
+                    y = out[r, j]
+                    gx[r, j] += gout[r, j] * y * (one - y)
 
 
 @jit
