@@ -118,7 +118,7 @@ class Eqn:
     node: str = ""             # the step-graph node it computes (for errors and schedules)
     outs: list = field(default_factory=list)   # every output ([out] unless fused)
     group: Optional[Fused] = None               # the kernel of a `fused` equation
-    assign: tuple = ()         # per input: backward stores its gradient (=), the range's only write
+    assign: tuple = ()         # per input: backward stores its gradient (=), the range's first write
 
     def __post_init__(self):
         if not self.outs:

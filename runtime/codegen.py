@@ -263,7 +263,7 @@ def elementwise_source(name: str) -> str:
         if a not in ew.grads:
             continue
         e = translate(ew.grads[a], dict(read, y=y, g="gout[r, j]"), consts_b)
-        # stored where the plan says this is the gradient's only write (then of y's shape)
+        # stored where the plan says this is the gradient's first write (then of y's shape)
         body += [f"    if need & {1 << (ASSIGN + k)}:", "        for r in range(R):", "            for j in range(C):",
                  f"                g{a}[r, j] = {e}"]
         body += [f"    elif need & {1 << k}:", "        for r in range(R):", "            for j in range(C):",
@@ -356,7 +356,7 @@ def fused_source(group: Fused, dtype: str) -> str:
             B += [f"        if need & {1 << k}:",
                   f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, W)"]
             continue
-        # stored when the plan says this is the gradient's only write (Eqn.assign), else added
+        # stored when the plan says this is the gradient's first write (Eqn.assign), else added
         for test, how in ([(f"if need & {1 << (ASSIGN + k)}:", "="), (f"elif need & {1 << k}:", "+=")]
                           if group.storable(k) else [(f"if need & {1 << k}:", "+=")]):
             B += [f"        {test}", f"            g = gi{k}[r % gi{k}.shape[0]]"]

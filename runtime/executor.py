@@ -74,7 +74,7 @@ def _no_gradient(plan: Plan) -> list:
 
 
 def _assigned(plan: Plan) -> list:
-    """Ranges of G that one equation's backward stores, whole, before anything reads them
+    """Ranges of G that an equation's backward stores, whole, before any other write or read
     (Eqn.assign: graphspec/passes/assign.py), merged: backward need not zero them."""
     return _merge((v.offset, v.offset + v.rows * v.cols) for e in plan.eqns
                   for v, stored in zip(e.ins, e.assign) if stored)

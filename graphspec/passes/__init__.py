@@ -17,7 +17,7 @@ plan (graphspec/plan.py), the contract with runtime/.
     fuse         connected elementwise nodes of one loop step (or hoisted together) -> one fused kernel
     layout       slots before/after each axis, the memory check, buffers at fixed offsets
     emit         loops unrolled into per-step equations, the rest hoisted; deferred weight gradients
-    assign       a gradient that one equation alone writes is stored, not added (G not zeroed there)
+    assign       the first write of a gradient, if whole, stores instead of adding (G not zeroed there)
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def matmul_fwd(w, x, out):
 @jit
 def matmul_bwd(w, x, out, gout, gw, gx, need):
     """dX += dY @ W;  dW += dY.T @ X (one GEMM over every row, accumulated in place; stored,
-    beta=0, where the plan says it is the gradient's only write: Eqn.assign)."""
+    beta=0, where the plan says it is the gradient's first write: Eqn.assign)."""
     if need & 1:
         gemm(True, False, 1.0, gout, x, 0.0 if need & (1 << ASSIGN) else 1.0, gw)
     if need & 2:
