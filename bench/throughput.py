@@ -57,14 +57,14 @@ class Graphspec:
         self.opt = Optimizer({"optimizer": "adam", "lr": 1e-3}, self.m.nlearn)
 
     def step(self):
-        from runtime.optim import clip_by_global_norm
+        from runtime.optim import clip_factor
         m = self.m
         loss = m.forward(self.b)
         m.backward()
         ex = m.current
         g = ex.G[:m.nlearn]
-        clip_by_global_norm(g, 5.0)
-        self.opt.step(ex.F[:m.nlearn], g, 1e-3)
+        _, factor = clip_factor(g, 5.0)            # as runtime/train.py: the clip inside the update
+        self.opt.step(ex.F[:m.nlearn], g, 1e-3, scale=factor)
         return loss
 
 

@@ -33,12 +33,12 @@ class Support:
 
 
 @jit
-def _sgd_rows(p, g, rows, lr):
-    """p[i] -= lr g[i] for the touched rows i only"""
+def _sgd_rows(p, g, rows, lr, s):
+    """p[i] -= lr (s g[i]) for the touched rows i only"""
     for i in rows:
         pi, gi = p[i], g[i]
         for j in range(pi.shape[0]):
-            pi[j] -= lr * gi[j]
+            pi[j] -= lr * (s * gi[j])
 
 
 @jit_sum
@@ -60,29 +60,31 @@ def _scale_rows(g, rows, c):
 
 
 @jit
-def _sgd(p, g, lr, wd):
-    """p -= lr * (g + wd * p)"""
+def _sgd(p, g, lr, wd, s):
+    """p -= lr * (s g + wd * p)"""
+    S = const(p, s)
     for i in range(p.shape[0]):
-        p[i] -= lr * (g[i] + wd * p[i])
+        p[i] -= lr * (S * g[i] + wd * p[i])
 
 
 @jit
-def _momentum(p, g, m, lr, mu, wd):
-    """m = mu m + g + wd p;  p -= lr m"""
+def _momentum(p, g, m, lr, mu, wd, s):
+    """m = mu m + s g + wd p;  p -= lr m"""
+    S = const(p, s)
     for i in range(p.shape[0]):
-        m[i] = mu * m[i] + g[i] + wd * p[i]
+        m[i] = mu * m[i] + S * g[i] + wd * p[i]
         p[i] -= lr * m[i]
 
 
 @jit
-def _adam(p, g, m, v, lr, b1, b2, eps, wd, t):
-    """Adam with bias correction; weight decay decoupled (AdamW):
+def _adam(p, g, m, v, lr, b1, b2, eps, wd, t, s):
+    """Adam with bias correction; weight decay decoupled (AdamW), of the gradient s g:
     m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps) + lr wd p
     in the params' precision (float64 math cost 5x in float32 training: scalar sqrt and divide)."""
     a, c = const(p, lr / (1.0 - b1 ** t)), const(p, 1.0 / (1.0 - b2 ** t))
-    B1, B2, E, L, one = const(p, b1), const(p, b2), const(p, eps), const(p, lr * wd), const(p, 1.0)
+    B1, B2, E, L, one, S = const(p, b1), const(p, b2), const(p, eps), const(p, lr * wd), const(p, 1.0), const(p, s)
     for i in range(p.shape[0]):
-        gi = g[i]
+        gi = S * g[i]
         mi = B1 * m[i] + (one - B1) * gi
         vi = B2 * v[i] + (one - B2) * gi * gi
         m[i] = mi
@@ -106,12 +108,20 @@ def global_norm(g: np.ndarray, support: Support = None) -> float:
     return math.sqrt(s + sum(_sumsq_rows(t, rows) for t, rows in support.table_views(g)))
 
 
+def clip_factor(g: np.ndarray, max_norm: float, support: Support = None) -> tuple:
+    """(the norm of g, the factor that brings it to at most max_norm: 1 when it is within, or
+    max_norm is 0). Optimizer.step(scale=factor) then reads g clipped without g being rewritten:
+    a pass over g fewer than clip_by_global_norm, the same numbers."""
+    norm = global_norm(g, support)
+    return norm, (max_norm / (norm + 1e-12) if max_norm and norm > max_norm else 1.0)
+
+
 def clip_by_global_norm(g: np.ndarray, max_norm: float, support: Support = None) -> float:
     """Scale g in place so its norm is at most max_norm (direction kept); returns the norm
     before clipping."""
-    norm = global_norm(g, support)
-    if max_norm and norm > max_norm:
-        c = g.dtype.type(max_norm / (norm + 1e-12))
+    norm, factor = clip_factor(g, max_norm, support)
+    if factor != 1.0:
+        c = g.dtype.type(factor)
         if support is None:
             g *= c
         else:
@@ -153,20 +163,21 @@ class Optimizer:
         self.m = np.zeros(n, dtype)
         self.v = np.zeros(n if self.kind == "adam" else 0, dtype)
 
-    def step(self, p: np.ndarray, g: np.ndarray, lr: float, support: Support = None):
-        """One update of p from g; with the gradient's support, plain SGD touches only it."""
+    def step(self, p: np.ndarray, g: np.ndarray, lr: float, support: Support = None, scale: float = 1.0):
+        """One update of p from scale * g (scale: a clip's factor, clip_factor); with the
+        gradient's support, plain SGD touches only it."""
         self.t += 1
         if self.kind == "sgd" and support is not None and self.wd == 0:
             for a, z in support.dense:
-                _sgd(p[a:z], g[a:z], lr, 0.0)
+                _sgd(p[a:z], g[a:z], lr, 0.0, scale)
             for (pt, rows), (gt, _) in zip(support.table_views(p), support.table_views(g)):
-                _sgd_rows(pt, gt, rows, p.dtype.type(lr))
+                _sgd_rows(pt, gt, rows, p.dtype.type(lr), p.dtype.type(scale))
         elif self.kind == "sgd":
-            _sgd(p, g, lr, self.wd)
+            _sgd(p, g, lr, self.wd, scale)
         elif self.kind == "momentum":
-            _momentum(p, g, self.m, lr, float(self.cfg.get("momentum", 0.9)), self.wd)
+            _momentum(p, g, self.m, lr, float(self.cfg.get("momentum", 0.9)), self.wd, scale)
         elif self.kind == "adam":
-            _adam(p, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, self.wd, float(self.t))
+            _adam(p, g, self.m, self.v, lr, 0.9, 0.999, 1e-8, self.wd, float(self.t), scale)
         else:
             raise ValueError(f"unknown optimizer {self.kind}")
 

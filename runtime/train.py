@@ -28,7 +28,7 @@ from graphspec.spec import read, train_config
 from . import checkpoint as ckpt
 from .model import Model
 from .online import Online
-from .optim import Optimizer, clip_by_global_norm, learning_rate
+from .optim import Optimizer, clip_factor, learning_rate
 from .distributed import Agreed, guarded, world
 from .rundir import MetricsLog, check_run_dir, cut_metrics, open_run_dir, read_gradnorm, save_npy, save_npz
 from .rundir import environment, record_environment
@@ -607,8 +607,8 @@ def _train(out: str, model: Model, opt: Optimizer, task, meta: dict, resume: boo
                 w.reduce_grads(model)
                 gvec = model.current.G[:model.nlearn]
                 support = model.current.grad_support()
-                norm = clip_by_global_norm(gvec, float(cfg.get("clip") or 0), support)
-                opt.step(model.current.F[:model.nlearn], gvec, rate, support)
+                norm, factor = clip_factor(gvec, float(cfg.get("clip") or 0), support)
+                opt.step(model.current.F[:model.nlearn], gvec, rate, support, scale=factor)
             dt = time.perf_counter() - t0
             ntok = _tokens(b, model)
             # no wall time in the log: a resumed run's log must equal an uninterrupted one's

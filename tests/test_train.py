@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from runtime.model import Model
-from runtime.optim import Optimizer, clip_by_global_norm
+from runtime.optim import Optimizer, Support, clip_by_global_norm, clip_factor
 from runtime.tasks import get_task
 from runtime.train import bind_dims, make_tables
 import graphspec
@@ -52,6 +52,29 @@ def test_training_lowers_the_loss(spec, task, steps, factor):
                           bind_extra={"H": 32} if spec != "seq2seq_attention" else None)
     first, last = np.mean(losses[:3]), np.mean(losses[-5:])
     assert last < factor * first, (first, last)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "sparse sgd", "momentum", "adam"])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_the_clip_inside_the_update_equals_clipping_g_first(kind, max_norm):
+    """clip_factor + step(scale=factor) (what training runs: g is read once less) gives the params
+    that clip_by_global_norm then step give, bit for bit, in float32, clipped or not."""
+    rng = np.random.default_rng(5)
+    p0, g = rng.normal(0, 1, 600).astype(np.float32), rng.normal(0, 1, 600).astype(np.float32)
+    support = Support([(0, 300)], [(300, 100, 3, np.array([1, 4, 50]))]) if kind == "sparse sgd" else None
+    if support is not None:
+        g[300:].reshape(100, 3)[np.setdiff1d(np.arange(100), [1, 4, 50])] = 0
+    cfg = {"optimizer": kind.split()[-1], "lr": 0.1, "weight_decay": 0.01 if kind != "sparse sgd" else 0.0}
+    clipped, folded = (Optimizer(cfg, 600) for _ in range(2))
+    p1, p2, g1 = p0.copy(), p0.copy(), g.copy()
+    for _ in range(3):
+        norm1 = clip_by_global_norm(g1, max_norm, support)
+        clipped.step(p1, g1, 0.1, support)
+        norm2, factor = clip_factor(g, max_norm, support)
+        folded.step(p2, g, 0.1, support, scale=factor)
+        g1[...] = g
+        assert norm1 == norm2 and (factor < 1) == (max_norm < norm2)
+    assert np.array_equal(p1, p2) and not np.array_equal(p1, p0)
 
 
 @pytest.mark.parametrize("spec, mode", [("w2v_skipgram_ns", "skipgram"), ("w2v_cbow_hs", "cbow")])
