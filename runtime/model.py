@@ -33,6 +33,7 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.graphs = {"train": graphspec.load(spec, text, mode="train", bind=self.bind)}
         self.graph = self.graphs["train"]
+        self._fields = None             # shape_of's (field, axis) of the inputs, found once
         self.tables = dict(tables or {})
         self._plans: dict = {}
         self._execs: dict = {}
@@ -86,16 +87,16 @@ class Model:
 
     def shape_of(self, batch: dict) -> tuple:
         """(lengths, batch size) of a batch: each axis's length from an input on it."""
+        if self._fields is None:
+            self._fields = [(n.attrs.get("field"), n.axis) for n in self.graph.nodes.values()
+                            if n.op == "input" and n.attrs.get("kind") != "table"]
         lengths, B = {}, None
-        for n in self.graph.nodes.values():
-            if n.op != "input" or n.attrs.get("kind") in ("table",):
-                continue
-            field = n.attrs.get("field")
+        for field, axis in self._fields:
             if field not in batch:
                 continue
             arr = np.asarray(batch[field])
-            if n.axis is not None:
-                lengths[n.axis] = arr.shape[0]
+            if axis is not None:
+                lengths[axis] = arr.shape[0]
                 B = arr.shape[1]
             elif B is None:
                 B = arr.shape[0]

@@ -325,3 +325,11 @@ def test_scheduled_sampling_probability_rises_linearly():
         _schedule_sampling(m, b, step, 101)
         probs = {m.current.attrs[i, 0] for i, e in enumerate(m.current.plan.eqns) if e.op == "mix"}
         assert probs == {want}
+
+
+def test_a_batch_without_a_field_an_input_reads_is_refused_by_name():
+    m = Model(os.path.join(ROOT, "bench", "specs", "lstm.yaml"), bind={"H": 8})
+    x = np.zeros((5, 2), np.int64)
+    assert m.forward({"x": x, "y": x, "x_mask": np.ones((5, 2))}) > 0
+    with pytest.raises(KeyError, match=r"the batch has no field 'x_mask' for input 'mask\.t' \(it has: x, y\)"):
+        m.forward({"x": x, "y": x})
