@@ -199,6 +199,15 @@ def test_float32_backward_matches_float64(name):
         np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 64, 67])
+def test_row_max_over_eight_running_maxima_is_the_max(width):
+    from runtime.kernels.vecmath import row_max
+    x = rng.normal(0, 30, (5, width)).astype(np.float32)
+    x[1, -1] = 1e30                     # the maximum in the tail, and alone in a lane
+    x[2, :] = -np.inf
+    assert [row_max(x, r) for r in range(5)] == list(x.max(axis=1))
+
+
 def test_float32_exp_over_its_whole_range():
     from runtime.kernels.vecmath import fast_exp
     from runtime.jit import jit

