@@ -233,7 +233,8 @@ def test_assign_stores_what_one_equation_writes_whole():
     text = HEAD + "nodes:\n  h: 0.5 * h[t-1] + tanh(b + W @ h[t-1] + U @ x)\nloss: mse(h, y)\n"
     plan = compile_graph(graphspec.load("t.yaml", text), {"t": 4}, 2, check=True)
     stored = {(e.op, e.ins[k].buf) for e in plan.eqns for k, a in enumerate(e.assign) if a}
-    added = {(e.op, e.ins[k].buf) for e in plan.eqns for k, n in enumerate(e.need) if n and not (e.assign and e.assign[k])}
+    added = {(e.op, e.ins[k].buf) for e in plan.eqns for k, n in enumerate(e.need)
+             if n and not (e.assign and e.assign[k])}
     fused = [e for e in plan.eqns if e.op == "fused"]
     assert [e.assign for e in fused] == [(True, True)] + [(False, True)] * 3
     assert ("matmul", "W") in stored and ("affine", "U") in stored
