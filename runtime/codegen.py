@@ -356,20 +356,22 @@ def fused_source(group: Fused, dtype: str) -> str:
             B += [f"        if need & {1 << k}:",
                   f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, W)"]
             continue
+        runs, run = [], []      # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
+        for blk in mine + [None]:
+            if run and blk is not None and blk[2] == 0 and run[-1][2] == 0 and blk[1] == run[-1][1] + 1:
+                run.append(blk)
+                continue
+            if run:
+                runs.append(run)
+            run = [blk] if blk is not None else []
         # stored when the plan says this is the gradient's first write (Eqn.assign), else added
         for test, how in ([(f"if need & {1 << (ASSIGN + k)}:", "="), (f"elif need & {1 << k}:", "+=")]
                           if group.storable(k) else [(f"if need & {1 << k}:", "+=")]):
             B += [f"        {test}", f"            g = gi{k}[r % gi{k}.shape[0]]"]
-            run = []            # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
-            for blk in mine + [None]:
-                if run and blk is not None and blk[2] == 0 and run[-1][2] == 0 and blk[1] == run[-1][1] + 1:
-                    run.append(blk)
-                    continue
-                if run:
-                    b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
-                    B += [f"            for j in range({len(run)} * W):",
-                          f"                g[{_col(b0, c0)}] {how} buf[{_col(p0, 0)}]"]
-                run = [blk] if blk is not None else []
+            for run in runs:
+                b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
+                B += [f"            for j in range({len(run)} * W):",
+                      f"                g[{_col(b0, c0)}] {how} buf[{_col(p0, 0)}]"]
     src = "\n".join(F + B).replace("    CONSTS", "\n".join(consts.lines("    ")) or "    pass")
     # the adapters: outputs first, then inputs (Plan.encode's record order)
     views = lambda arr, first, n: [f"fv({arr}, rec[{RECORD_HEADER + 3 * (first + k)}], "  # noqa: E731

@@ -227,7 +227,7 @@ class Executor:
         self._sparse_setup()
         self._rows_setup()
         self.blas_threads = blas_threads(plan)
-        self.fields = None              # set_batch's views of the inputs, found at the first batch
+        self.fields = self._batch_fields()      # after _rows_setup: F and I are final
 
     def _rows_setup(self):
         """The plan's runs of row-local equations (its recurrent loops) run split by batch rows
@@ -323,8 +323,6 @@ class Executor:
         for a, z in self.zero_each_batch:
             self.F[a:z] = 0
         self.I[p.ivalue_start:] = 0
-        if self.fields is None:
-            self.fields = self._batch_fields()
         for key, name, dest, shape in self.fields:
             if key not in batch:
                 raise KeyError(f"the batch has no field '{key}' for input '{name}' "

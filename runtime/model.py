@@ -33,7 +33,9 @@ class Model:
         self.dtype = np.dtype(dtype)
         self.graphs = {"train": graphspec.load(spec, text, mode="train", bind=self.bind)}
         self.graph = self.graphs["train"]
-        self._fields = None             # shape_of's (field, axis) of the inputs, found once
+        # shape_of's (field, axis) of every input a batch fills
+        self._fields = [(n.attrs.get("field"), n.axis) for n in self.graph.nodes.values()
+                        if n.op == "input" and n.attrs.get("kind") != "table"]
         self.tables = dict(tables or {})
         self._plans: dict = {}
         self._execs: dict = {}
@@ -87,9 +89,6 @@ class Model:
 
     def shape_of(self, batch: dict) -> tuple:
         """(lengths, batch size) of a batch: each axis's length from an input on it."""
-        if self._fields is None:
-            self._fields = [(n.attrs.get("field"), n.axis) for n in self.graph.nodes.values()
-                            if n.op == "input" and n.attrs.get("kind") != "table"]
         lengths, B = {}, None
         for field, axis in self._fields:
             if field not in batch:

@@ -134,13 +134,10 @@ def tanh_bwd(x, out, gout, gx, need):
         store = need & (1 << ASSIGN)
         for r in range(R):
             if store:
-                for j in range(C):
-                    y = out[r, j]
-                    gx[r, j] = gout[r, j] * (one - y * y)
-            else:
-                for j in range(C):
-                    y = out[r, j]
-                    gx[r, j] += gout[r, j] * (one - y * y)
+                gx[r, :] = 0    # the row is in L1 for the adds: one loop, not a storing copy of it
+            for j in range(C):
+                y = out[r, j]
+                gx[r, j] += gout[r, j] * (one - y * y)
 
 
 @jit
@@ -162,13 +159,10 @@ def sigmoid_bwd(x, out, gout, gx, need):
         store = need & (1 << ASSIGN)
         for r in range(R):
             if store:
-                for j in range(C):
-                    y = out[r, j]
-                    gx[r, j] = gout[r, j] * y * (one - y)
-            else:
-                for j in range(C):
-                    y = out[r, j]
-                    gx[r, j] += gout[r, j] * y * (one - y)
+                gx[r, :] = 0    # the row is in L1 for the adds: one loop, not a storing copy of it
+            for j in range(C):
+                y = out[r, j]
+                gx[r, j] += gout[r, j] * y * (one - y)
 
 
 @jit
