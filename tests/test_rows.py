@@ -208,6 +208,20 @@ def test_few_rows_a_thread_and_a_big_weight_split_by_columns_instead(H, split, t
     assert bool(model.current.segments) == split
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_flat_arrays_start_on_a_cache_line(dtype, two_threads):
+    """Buffers sit at multiples of 16 floats: on a line only if F and G start on one (numpy gives
+    16 bytes; a packed panel's row then spans two lines). Also once F grows for the row ranges'
+    copies of a shared gradient (leaky units)."""
+    for spec in ("lstm.yaml", "leaky_units.yaml"):
+        model, batch = _model(os.path.join(ROOT, "specs", spec), dtype)
+        model.forward(batch, seed=7)
+        ex = model.current
+        assert ex.F.ctypes.data % 64 == 0 and ex.G.ctypes.data % 64 == 0, spec
+        assert ex.F.size == ex.G.size >= ex.plan.fsize
+    assert ex.shadows.size, "leaky_units: the row ranges' copies of the learned rate extend F"
+
+
 def test_small_plans_run_their_blas_gemms_on_one_thread():
     """OpenBLAS splits any GEMM of 2^18 multiply-adds or more over its threads; up to 2^22 that
     costs more than it saves (runtime/executor.py blas_threads)."""
