@@ -105,6 +105,8 @@ class OpSig:
     kernels: str = ""            # runtime/kernels/<module>.py with NAME_fwd/NAME_bwd ('' = generated)
     rowwise: bool = False        # row r of the output reads only row r of each operand with the
                                  # batch's rows (elementwise ops are, by their `ew`): Plan.row_segments
+    units: bool = False          # the kernel can compute the output columns of a unit range alone
+                                 # (attrs[UNITS:]; Plan.unit_segments: a loop split by hidden units)
     example: Optional[Callable] = None   # gen -> (operands, out shape, attrs): valid operands for tests
 
     @property
@@ -255,7 +257,7 @@ def _packed_example(with_a):
 
 
 @op("matmul_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x")), gemm=(0, 2), kernels="linear",
-    rowwise=True,
+    rowwise=True, units=True,
     example=_packed_example(False))
 def _matmul_packed(ts, at):
     """y = W x inside a loop, over P = pack(W) (graphspec/passes/pack.py): the same product as
@@ -267,7 +269,7 @@ def _matmul_packed(ts, at):
 
 
 @op("affine_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x"), Arg("a")), gemm=(0, 2), onto=3,
-    kernels="linear", rowwise=True,
+    kernels="linear", rowwise=True, units=True,
     example=_packed_example(True))
 def _affine_packed(ts, at):
     """y = W x + a inside a loop, over P = pack(W): affine from packed weights.

@@ -18,9 +18,11 @@ import numpy as np
 
 from .ops import REGISTRY
 
-MAX_ATTRS = 3
+MAX_ATTRS = 5             # an op's attrs, then the unit range of a loop split by hidden units
+UNITS = 3                 # attrs[UNITS], attrs[UNITS + 1]: units [u0, u1) (0, 0: all); Plan.unit_segments
 RECORD_HEADER = 5         # need, nofwd, n_out, n_in, n_scratch
 ASSIGN = 32               # need's bit ASSIGN + k: input k's gradient is stored, not added
+assert all(len(sig.attrs) <= UNITS for sig in REGISTRY.values())
 
 
 @dataclass
@@ -238,6 +240,79 @@ class Plan:
                     elif (v.offset, v.rows, v.cols) in shadow:
                         records[at + 3 * j] = shadow[v.offset, v.rows, v.cols]
         return records
+
+    # ------------------------------------------------------------ hidden units on separate threads
+    def _unit_width(self, e: Eqn):
+        """W if `e` can run units [u0, u1) of W-wide blocks alone (unit_segments), else None;
+        ('p', W) for a product, which reads every column of its input."""
+        if e.nofwd or e.scratch is not None:
+            return None
+        if e.op == "fused":
+            W = e.outs[0].cols
+            if any(v.cols != W for v in e.outs) or any(c for _, _, c in e.group.blocks()):
+                return None
+            for k, (spec, v) in enumerate(zip(e.group.ins, e.ins)):
+                if spec[0] == "s" and e.need and e.need[k]:
+                    return None             # a per-row number's gradient sums over every unit
+                if spec[0] == "v" and v.cols % W:
+                    return None
+            return W
+        sig = REGISTRY[e.op]
+        if not sig.units:
+            return None
+        names = [a.name for a in sig.args]
+        x = e.ins[names.index("x")]
+        others = [v for a, v in zip(sig.args, e.ins) if not a.nograd and a.name != "x"]
+        ok = e.out.cols % x.cols == 0 and all(v.cols == e.out.cols for v in others)
+        return ("p", x.cols) if ok else None
+
+    def unit_segments(self, parts: int = 2, min_len: int = 4) -> list:
+        """Runs (i0, i1, W) of at least min_len consecutive equations that `parts` threads can run
+        split by hidden units, one barrier before each product: every equation is a fused group
+        whose outputs are W wide, or a product over packed weights (OpSig.units) from a W-wide
+        input to a multiple of W, with at least one product. Part p runs units [u0, u1) (unit_cuts:
+        multiples of 16, the packed weights' panels): columns u0..u1 of every W-wide block of
+        each output and of each input's gradient. A fused group reads only those columns of its
+        inputs (whole rows or whole blocks, no extra column; a per-row number only if it takes
+        no gradient, which would sum over every unit), so what one part reads that another
+        wrote is a product's input, or in backward its output's gradient (unit_barriers).
+        Results are bit for bit one thread's: each column is computed the same way."""
+        runs, start, width = [], None, None
+        for i, e in enumerate(self.eqns + [None]):
+            w = self._unit_width(e) if e is not None else None
+            W = w[1] if isinstance(w, tuple) else w
+            if W is not None and start is not None and W == width:
+                continue
+            if start is not None and i - start >= min_len and width % 16 == 0 and width >= 16 * parts \
+                    and any(self.eqns[j].op != "fused" for j in range(start, i)):
+                runs.append((start, i, width))
+            start, width = (i, W) if W is not None else (None, None)
+        return runs
+
+    @staticmethod
+    def unit_cuts(W: int, parts: int) -> list:
+        """Part p runs units [cuts[p], cuts[p + 1]): near-equal shares in multiples of 16."""
+        return [round(p * W / parts / 16) * 16 for p in range(parts)] + [W]
+
+    def unit_attrs(self, segments: list, p: int, parts: int) -> np.ndarray:
+        """encode()'s attrs with part p's unit range in attrs[UNITS:] of every equation of `segments`."""
+        attrs = self.encode()[2]
+        for i0, i1, W in segments:
+            cuts = self.unit_cuts(W, parts)
+            attrs[i0:i1, UNITS], attrs[i0:i1, UNITS + 1] = cuts[p], cuts[p + 1]
+        return attrs
+
+    def unit_barriers(self, segments: list, step: int) -> np.ndarray:
+        """Per equation, 1 where the threads of a unit-split run wait for each other before it, run
+        in `step` order (1 forward, -1 backward): before every product but a run's first equation.
+        A product reads all its input (the units every part wrote in the step before) and, in
+        backward, all its output's gradient (what every part's cells wrote just before)."""
+        flags = np.zeros(len(self.eqns), np.int64)
+        for i0, i1, _ in segments:
+            order = range(i0, i1) if step > 0 else range(i1 - 1, i0 - 1, -1)
+            for n, i in enumerate(order):
+                flags[i] = n > 0 and self.eqns[i].op != "fused"
+        return flags
 
     def params(self):
         return [b for b in self.buffers.values() if b.kind == "param"]

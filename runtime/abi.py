@@ -6,7 +6,7 @@ from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic
 
-from graphspec.plan import MAX_ATTRS, RECORD_HEADER
+from graphspec.plan import MAX_ATTRS, RECORD_HEADER, UNITS
 
 from .jit import jit
 
@@ -105,3 +105,12 @@ def record(p, nviews):
 @jit
 def attributes(p):
     return carray(p, (MAX_ATTRS,), np.float64)
+
+
+@jit
+def unit_range(att, width):
+    """The hidden units [u0, u1) a thread runs of an equation in a loop split by units
+    (attrs[UNITS:], Plan.unit_segments); unset: (0, width), all of them."""
+    if att[UNITS + 1] == 0:
+        return 0, width
+    return int(att[UNITS]), int(att[UNITS + 1])

@@ -77,14 +77,16 @@ def run(name, ins, out_shape, attrs, dtype=np.float64, seed=0):
     ins = [x.astype(dtype) if d == "f" else x for x, d in zip(ins, sig.inputs)]
     out = np.zeros(out_shape, dtype if sig.out == "f" else np.int64)
     a = [float(attrs[k]) for k in sig.attrs]
-    scratch = []
+    tail = []                   # the scratch buffer, then a units op's unit range (0, 0: every unit)
     if sig.scratch:
         cols = out_shape[1] if name == "dropout" else int(attrs["k"])
-        scratch = [np.zeros((ins[0].shape[0], cols), dtype if sig.scratch == "f" else np.int64)]
+        tail = [np.zeros((ins[0].shape[0], cols), dtype if sig.scratch == "f" else np.int64)]
+    if sig.units:
+        tail += [0, 0]
     from runtime import interp
     interp.seed(seed)
-    fwd(*ins, out, *a, *scratch)
-    return ins, out, a, scratch
+    fwd(*ins, out, *a, *tail)
+    return ins, out, a, tail
 
 
 def test_every_registry_op_has_a_kernel_pair_and_an_example():
@@ -96,11 +98,11 @@ def test_every_registry_op_has_a_kernel_pair_and_an_example():
 def test_backward_matches_finite_differences(name):
     sig = REGISTRY[name]
     ins, out_shape, attrs = CASES[name]()
-    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    ins, out, a, tail = run(name, ins, out_shape, attrs)
     gout = rng.normal(0, 1, out.shape)
     grads = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
     need = sum(1 << k for k in sig.differentiable)
-    KERNELS[name][1](*ins, out, gout, *grads, need, *a, *scratch)
+    KERNELS[name][1](*ins, out, gout, *grads, need, *a, *tail)
     eps = 1e-6
     for k, d in enumerate(sig.inputs):
         if not need & (1 << k):
@@ -121,14 +123,14 @@ def test_backward_matches_finite_differences(name):
 def test_backward_accumulates(name):
     sig = REGISTRY[name]
     ins, out_shape, attrs = CASES[name]()
-    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    ins, out, a, tail = run(name, ins, out_shape, attrs)
     gout = rng.normal(0, 1, out.shape)
     need = sum(1 << k for k in sig.differentiable)
     once = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
     twice = [g.copy() for g in once]
-    KERNELS[name][1](*ins, out, gout, *once, need, *a, *scratch)
+    KERNELS[name][1](*ins, out, gout, *once, need, *a, *tail)
     for _ in range(2):
-        KERNELS[name][1](*ins, out, gout, *twice, need, *a, *scratch)
+        KERNELS[name][1](*ins, out, gout, *twice, need, *a, *tail)
     for g1, g2 in zip(once, twice):
         np.testing.assert_allclose(g2, 2 * g1, rtol=1e-12, atol=1e-12)
 
@@ -143,17 +145,17 @@ def test_backward_stores_a_whole_gradient_when_told(name, k):
     from graphspec.plan import ASSIGN
     sig = REGISTRY[name]
     ins, out_shape, attrs = CASES[name]()
-    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    ins, out, a, tail = run(name, ins, out_shape, attrs)
     if sig.ew is not None and ins[k].shape != out.shape:
         ins[k] = rng.normal(0, 1, out.shape)      # the pass stores only an operand of y's shape
-        ins, out, a, scratch = run(name, ins, out_shape, attrs)
+        ins, out, a, tail = run(name, ins, out_shape, attrs)
     gout = rng.normal(0, 1, out.shape)
     need = sum(1 << j for j in sig.differentiable)
     added = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
     stored = [g.copy() for g in added]
     stored[k][...] = np.nan
-    KERNELS[name][1](*ins, out, gout, *added, need, *a, *scratch)
-    KERNELS[name][1](*ins, out, gout, *stored, need | 1 << (ASSIGN + k), *a, *scratch)
+    KERNELS[name][1](*ins, out, gout, *added, need, *a, *tail)
+    KERNELS[name][1](*ins, out, gout, *stored, need | 1 << (ASSIGN + k), *a, *tail)
     assert np.array_equal(stored[k], added[k])
     assert np.any(added[k])
 
@@ -172,11 +174,11 @@ def test_rows_kernel_marks_exactly_the_rows_backward_writes(name):
     sig = REGISTRY[name]
     (k,) = sig.rows
     ins, out_shape, attrs = CASES[name]()
-    ins, out, a, scratch = run(name, ins, out_shape, attrs)
+    ins, out, a, tail = run(name, ins, out_shape, attrs)
     grads = [np.zeros_like(x) if d == "f" else np.zeros((1, 1)) for x, d in zip(ins, sig.inputs)]
-    KERNELS[name][1](*ins, out, rng.normal(0, 1, out.shape), *grads, 1 << k, *a, *scratch)
+    KERNELS[name][1](*ins, out, rng.normal(0, 1, out.shape), *grads, 1 << k, *a, *tail)
     mark = np.zeros(ins[k].shape[0], np.int64)
-    ROWS[name](*ins, out, *a, *scratch, mark)
+    ROWS[name](*ins, out, *a, *tail, mark)
     written = np.flatnonzero(np.abs(grads[k]).sum(1))
     assert len(written) > 0
     np.testing.assert_array_equal(np.flatnonzero(mark), written)
@@ -191,9 +193,9 @@ def test_float32_backward_matches_float64(name):
     need = sum(1 << k for k in sig.differentiable)
     grads = {}
     for dtype in (np.float64, np.float32):
-        xs, out, a, scratch = run(name, ins, out_shape, attrs, dtype=dtype)
+        xs, out, a, tail = run(name, ins, out_shape, attrs, dtype=dtype)
         gs = [np.zeros_like(x) if d == "f" else np.zeros((1, 1), dtype) for x, d in zip(xs, sig.inputs)]
-        KERNELS[name][1](*xs, out, gout.astype(dtype), *gs, need, *a, *scratch)
+        KERNELS[name][1](*xs, out, gout.astype(dtype), *gs, need, *a, *tail)
         grads[dtype] = gs
     for g64, g32 in zip(grads[np.float64], grads[np.float32]):
         np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
@@ -300,6 +302,48 @@ def test_cross_entropy_masks_padding_and_divides_by_norm():
     np.testing.assert_allclose(out[0, 0], ref, rtol=1e-12)
 
 
+UNIT_OPS = [n for n, sig in REGISTRY.items() if sig.units]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", UNIT_OPS)
+def test_unit_ranges_add_up_to_the_whole_op_bit_for_bit(name, dtype):
+    """A units op (OpSig.units) run over units [0, 16) and [16, 48) of a 48-wide input computes
+    exactly what one call over every unit does: columns u0..u1 of each 48-wide block of the
+    output forward; backward, columns u0..u1 of dx from every column of dy, and the forward's
+    columns of the other operands' gradients (a loop split by units: Plan.unit_segments)."""
+    sig = REGISTRY[name]
+    W, R = 48, 3
+    ins = []
+    for a in sig.args:
+        if a.name == "W":
+            w = rng.normal(0, 1, (4 * W, W)).astype(dtype)
+            ins.append(w)
+        elif a.name == "P":
+            ins.append(Gen().packed(w).astype(dtype))
+        elif a.name == "x":
+            ins.append(rng.normal(0, 1, (R, W)).astype(dtype))
+        else:
+            ins.append(rng.normal(0, 1, (R, 4 * W)).astype(dtype))
+    fwd, bwd = KERNELS[name]
+    need = sum(1 << k for k in sig.differentiable)
+    gout = rng.normal(0, 1, (R, 4 * W)).astype(dtype)
+    runs = {}
+    for ranges in ([(0, 0)], [(0, 16), (16, W)]):
+        out = np.zeros((R, 4 * W), dtype)
+        grads = [np.zeros_like(x) for x in ins]
+        for u in ranges:
+            fwd(*ins, out, *u)
+        for u in ranges:
+            bwd(*ins, out, gout, *grads, need, *u)
+        runs[len(ranges)] = (out, grads)
+    (whole, gwhole), (parts, gparts) = runs[1], runs[2]
+    np.testing.assert_array_equal(parts, whole)
+    for k in sig.differentiable:
+        np.testing.assert_array_equal(gparts[k], gwhole[k], err_msg=sig.args[k].name)
+    assert np.abs(whole).min() > 0 and all(np.abs(gwhole[k]).min() > 0 for k in sig.differentiable)
+
+
 def test_attention_over_time_major_keys():
     k, q = f(S * B, C), f(B, C)
     m = np.array([[1.0], [1], [1], [1], [1], [0]])        # sequence 1 has 2 real key steps
@@ -369,7 +413,7 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
     mod = codegen.load("fused", codegen.fused_source(group, np.dtype(dtype).name))
     xs = [x.astype(dtype) for x in ins]
     o0, o1 = np.zeros((Rr, W), dtype), np.zeros((Rr, W), dtype)
-    mod.fwd(*xs, o0, o1)
+    mod.fwd(*xs, o0, o1, W)
     # the same through the op's own kernels, every operand at full size (a broadcast row repeated)
     direct = [x[:, W:2 * W].copy() if s == "i0@1" else np.repeat(x, Rr // x.shape[0], 0) for x, s in zip(xs, args)]
     r0, r1 = np.zeros_like(o0), np.zeros_like(o1)
@@ -382,7 +426,7 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
     grads = [np.zeros_like(x) for x in xs]
     need = sum(1 << k for k, a in enumerate(sig.args) if a.kind != "mask")
     ga = g0.copy()
-    mod.bwd(*xs, o0, o1, g0, g1, *grads, need)
+    mod.bwd(*xs, o0, o1, g0, g1, *grads, need, W)
     KERNELS["tanh"][1](r0, r1, g1, ga, 1)
     # e0's gradient goes back to G whole: from outside the group (g0) and from tanh inside it
     np.testing.assert_allclose(g0, ga, err_msg="the output's whole gradient", **tol)

@@ -342,3 +342,88 @@ def test_the_interpreter_warm_up_compiles_what_the_executor_calls(dtype):
     out = subprocess.run([sys.executable, "-c", WARM_UP.format(root=ROOT, dtype=dtype)], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- split by hidden units
+BENCH = os.path.join(ROOT, "bench", "specs")
+UNIT_SPECS = [os.path.join(BENCH, f) for f in ("lstm.yaml", "gru.yaml", "rnn.yaml")] + \
+    [f for f in sorted(glob.glob(os.path.join(BENCH, "custom", "*.yaml"))) if "\nblock:" not in open(f).read()]
+
+
+def test_the_lstm_loop_splits_by_units_with_a_barrier_before_each_product():
+    plan = plan_of(LSTM.replace("H: 6", "H: 32"), 1)
+    (i0, i1, W), = plan.unit_segments()
+    assert W == 32 and [e.op for e in plan.eqns[i0:i1]] == ["affine_packed", "fused"] * 5
+    assert plan.unit_cuts(32, 2) == [0, 16, 32] and plan.unit_cuts(96, 2) == [0, 48, 96]
+    # forward: before every step's product but the first (h(-1) is written before the run);
+    # backward, last equation first: before every product (its dz comes from both parts' cells)
+    assert list(np.flatnonzero(plan.unit_barriers([(i0, i1, W)], 1))) == list(range(i0 + 2, i1, 2))
+    assert list(np.flatnonzero(plan.unit_barriers([(i0, i1, W)], -1))) == list(range(i0, i1, 2))
+    attrs = plan.unit_attrs([(i0, i1, W)], 1, 2)
+    from graphspec.plan import UNITS
+    assert (attrs[i0:i1, UNITS:UNITS + 2] == [16, 32]).all() and not attrs[:i0, UNITS:].any()
+
+
+@pytest.mark.parametrize("H", [6, 16, 40])
+def test_units_split_in_multiples_of_16_two_parts_at_least(H):
+    """A thread's units are whole 16-column panels of the packed weights, and each part gets one."""
+    assert plan_of(LSTM.replace("H: 6", f"H: {H}"), 1).unit_segments() == []
+
+
+def _units_run(model, batch, mode):
+    model.current.split_units = mode
+    loss = model.forward(batch, seed=7)
+    model.backward()
+    return loss, model.current.F.copy(), model.current.G.copy()
+
+
+@needs_team
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spec", UNIT_SPECS, ids=[os.path.relpath(s, BENCH) for s in UNIT_SPECS])
+def test_split_units_compute_what_one_thread_computes(spec, dtype, B, two_threads):
+    """Each column is computed as one thread computes it: loss, values and every gradient bit for
+    bit (the peephole LSTM's per-unit weights too: each part writes its units' gradient)."""
+    model = Model(spec, bind={"H": 32}, dtype=dtype, seed=1)
+    model.params[:] += np.random.default_rng(2).normal(0, 0.3, model.params.shape).astype(dtype)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 64, (6, B))
+    batch = {"x": x, "y": rng.integers(0, 64, (6, B)), "x_mask": np.ones((6, B))}
+    model.forward(batch, seed=7)
+    if not model.current.unit_segments:
+        pytest.skip("no loop of products and fused cells only")
+    one = _units_run(model, batch, "never")
+    helped = team.stats()["helped"]
+    two = _units_run(model, batch, "always")
+    assert team.stats()["helped"] == helped + 2          # the worker ran a part, forward and backward
+    assert two[0] == one[0]
+    np.testing.assert_array_equal(two[1], one[1])
+    np.testing.assert_array_equal(two[2], one[2])
+
+
+@needs_team
+def test_the_gated_cells_split_by_units(two_threads):
+    """Guards the test above against skipping everything."""
+    split = set()
+    for spec in UNIT_SPECS:
+        model = Model(spec, bind={"H": 32})
+        x = np.zeros((3, 1), np.int64)
+        model.forward({"x": x, "y": x, "x_mask": np.ones((3, 1))})
+        if model.current.unit_segments:
+            split.add(os.path.relpath(spec, BENCH))
+    assert {"lstm.yaml", "gru.yaml", "custom/peephole_lstm.yaml", "custom/lstm_inline.yaml"} <= split, split
+
+
+@needs_team
+@pytest.mark.parametrize("H, free, wait", [(256, 2, True), (256, 1, False), (128, 2, False)])
+def test_units_split_a_big_weight_when_no_core_is_busy(H, free, wait, monkeypatch, two_threads):
+    """'auto': a packed weight of 1 MB or more (the LSTM from H=256), and both cores free."""
+    from runtime import executor
+    model = Model(os.path.join(BENCH, "lstm.yaml"), bind={"H": H})
+    x = np.zeros((3, 1), np.int64)
+    model.forward({"x": x, "y": x, "x_mask": np.ones((3, 1))})
+    monkeypatch.setattr(executor, "_CPUS", 2)
+    monkeypatch.setattr(executor, "busy_elsewhere", lambda: 2 - free)
+    assert model.current._by_units() == (executor.CLAIM_WAIT if wait else 0)
+    model.current.split_units = "never"
+    assert model.current._by_units() == 0

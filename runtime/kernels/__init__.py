@@ -2,9 +2,11 @@
 side. The registry names each op's module (`kernels=`); an elementwise op with no hand-written
 pair gets one generated from its `ew` maths (runtime/codegen.py). Calling convention:
 
-    NAME_fwd(in0, in1, ..., out, *attrs[, scratch])                  writes out
-    NAME_bwd(in0, ..., out, gout, gin0, gin1, ..., need, *attrs[, scratch])
+    NAME_fwd(in0, in1, ..., out, *attrs[, scratch][, u0, u1])        writes out
+    NAME_bwd(in0, ..., out, gout, gin0, gin1, ..., need, *attrs[, scratch][, u0, u1])
                                                                     gin_k += ... if need & (1 << k)
+    (u0, u1: for ops with `units` in the registry, the hidden units a thread runs of a loop split
+    by units, docs/plan.md; 0, 0: all)
     NAME_rows(in0, ..., out, *attrs[, scratch], mark)                for ops with `rows` in the
                               registry: mark[i] = 1 for each row i of that input backward writes
 

@@ -5,7 +5,7 @@ from graphspec.plan import ASSIGN
 from ..jit import const, jit
 from .blas import gemm
 from .elementwise import _accumulate, copy_fwd
-from .packed import gemm_packed, pack_both
+from .packed import gemm_packed, gemm_packed_cols, pack_both
 
 
 @jit
@@ -75,30 +75,58 @@ def pack_bwd(w, out, gout, gw, need):
 
 
 @jit
-def matmul_packed_fwd(w, p, x, out):
-    """Y = X @ W.T over P's first layout."""
-    gemm_packed(x, _layouts(w, p)[0], out, False)
+def matmul_packed_fwd(w, p, x, out, u0, u1):
+    """Y = X @ W.T over P's first layout. Units [u0, u1) (Plan.unit_segments; u1 = 0: all):
+    columns u0..u1 of each block of X's width in Y only."""
+    if u1 == 0:
+        gemm_packed(x, _layouts(w, p)[0], out, False)
+        return
+    W = x.shape[1]
+    for b in range(out.shape[1] // W):
+        gemm_packed_cols(x, _layouts(w, p)[0], out, False, b * W + u0, b * W + u1)
 
 
 @jit
-def matmul_packed_bwd(w, p, x, out, gout, gw, gp, gx, need):
-    """dX += dY @ W over P's second layout (dW: the deferred GEMM over all steps)."""
+def matmul_packed_bwd(w, p, x, out, gout, gw, gp, gx, need, u0, u1):
+    """dX += dY @ W over P's second layout (dW: the deferred GEMM over all steps); units
+    [u0, u1): columns u0..u1 of dX, from every column of dY."""
     if need & 4:
-        gemm_packed(gout, _layouts(w, p)[1], gx, True)
+        if u1 == 0:
+            gemm_packed(gout, _layouts(w, p)[1], gx, True)
+        else:
+            gemm_packed_cols(gout, _layouts(w, p)[1], gx, True, u0, u1)
 
 
 @jit
-def affine_packed_fwd(w, p, x, a, out):
-    """Y = A + X @ W.T over P; in A's buffer when the compiler put it there."""
-    if a.ctypes.data != out.ctypes.data or a.shape[0] != out.shape[0]:
-        copy_fwd(a, out)
-    gemm_packed(x, _layouts(w, p)[0], out, True)
+def affine_packed_fwd(w, p, x, a, out, u0, u1):
+    """Y = A + X @ W.T over P; in A's buffer when the compiler put it there. Units [u0, u1):
+    as matmul_packed."""
+    inplace = a.ctypes.data == out.ctypes.data and a.shape[0] == out.shape[0]
+    if u1 == 0:
+        if not inplace:
+            copy_fwd(a, out)
+        gemm_packed(x, _layouts(w, p)[0], out, True)
+        return
+    W = x.shape[1]
+    for b in range(out.shape[1] // W):
+        c0, c1 = b * W + u0, b * W + u1
+        if not inplace:
+            for r in range(out.shape[0]):
+                out[r, c0:c1] = a[r % a.shape[0], c0:c1]
+        gemm_packed_cols(x, _layouts(w, p)[0], out, True, c0, c1)
 
 
 @jit
-def affine_packed_bwd(w, p, x, a, out, gout, gw, gp, gx, ga, need):
-    """dX += dY @ W over P;  dA += dY summed over A's repeated rows."""
-    if need & 4:
-        gemm_packed(gout, _layouts(w, p)[1], gx, True)
+def affine_packed_bwd(w, p, x, a, out, gout, gw, gp, gx, ga, need, u0, u1):
+    """dX += dY @ W over P;  dA += dY summed over A's repeated rows. Units [u0, u1): as
+    matmul_packed, and the forward's columns of dA."""
+    matmul_packed_bwd(w, p, x, out, gout, gw, gp, gx, need, u0, u1)
     if need & 8:
-        _accumulate(ga, gout, const(gout, 1.0))
+        if u1 == 0:
+            _accumulate(ga, gout, const(gout, 1.0))
+            return
+        W = x.shape[1]
+        for b in range(out.shape[1] // W):
+            c0, c1 = b * W + u0, b * W + u1
+            for r in range(gout.shape[0]):
+                ga[r % ga.shape[0], c0:c1] += gout[r, c0:c1]

@@ -338,6 +338,32 @@ def gemm_packed(A, P, C, accumulate):
         _product(A, P, C, accumulate)
 
 
+def gemm_packed_cols(A, P, C, accumulate, c0, c1):
+    """gemm_packed for columns [c0, c1) of C only (c0 a multiple of PANEL; c1 too, or n), on this
+    thread: one thread's share of a loop split by hidden units (Plan.unit_segments). Each column
+    is computed as the whole product computes it, so the shares add up to it bit for bit."""
+
+
+@overload(gemm_packed_cols, jit_options=OPTIONS)
+def _cols_impl(A, P, C, accumulate, c0, c1):
+    if not SIMD:
+        def loops(A, P, C, accumulate, c0, c1):          # P holds B [r, n] itself (the blas path)
+            r, n = A.shape[1], C.shape[1]
+            B = P.reshape(P.size)[:r * n].reshape((r, n))
+            for i in range(A.shape[0]):
+                for j in range(c0, c1):
+                    s = C[i, j] * 0
+                    for k in range(r):
+                        s += A[i, k] * B[k, j]
+                    C[i, j] = C[i, j] + s if accumulate else s
+        return loops
+    panels = _simd_panels if C.dtype == types.float32 else _plain_panels
+
+    def cols(A, P, C, accumulate, c0, c1):
+        panels(A, P, C, accumulate, c0 // PANEL, (c1 + PANEL - 1) // PANEL)
+    return cols
+
+
 def _product(A, P, C, accumulate):
     """The product on this machine's path, chosen when numba types it (by path and dtype)."""
 
@@ -390,6 +416,9 @@ def _worker():
         # the params may already be the next job's: harmless, `claim` refuses a stale generation
         if c[team.KIND] == team.ROWS_JOB:
             team.helped(c, rows.worker_job(c, gen))
+            continue
+        if c[team.KIND] == team.UNITS_JOB:
+            team.helped(c, rows.worker_units(c, gen))
             continue
         M, r, n = c[team.M_], c[team.R_], c[team.N_]
         A = numba.carray(team.as_pointer(c[team.A_ADDR], np.float32), (M, r))

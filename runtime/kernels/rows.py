@@ -1,4 +1,5 @@
-"""Runs of plan equations split by batch rows over the team's threads (issues #12 and #17).
+"""Runs of plan equations split by batch rows, or by hidden units, over the team's threads
+(issues #12 and #17).
 
 A recurrent loop is T steps of a per-step GEMM and a fused cell, each reading and writing its
 batch rows independently (graphspec/plan.py: Plan.row_segments). Splitting every step's product
@@ -14,16 +15,25 @@ range's records (Plan.encode_rows). The caller and the workers claim parts one a
 a GEMM's chunks. A kernel called inside a part finds the team busy and runs alone. Results are
 the same as one thread's, bit for bit, except for those shared gradients: summed per range,
 then added, in another order.
+
+A loop with one row (B=1) cannot be split by rows: `by_units` splits it by hidden units
+instead (Plan.unit_segments), each thread computing its units' columns of every product and
+cell, the threads meeting at a barrier before each product (a step's product reads the whole
+h(t-1)): one barrier a step, against two products of ~3 us each a step at H=128.
 """
 import numba
 import numpy as np
 
-from ..abi import run
+from graphspec.plan import MAX_ATTRS
+
+from ..abi import call, run
 from ..jit import jit
 from . import team
 
-TABLE, OFFSETS, RECORDS, RECLEN, ATTRS, F_, G_, I, I0, I1, STEP, N = range(12)
-DESC_LEN = 12
+TABLE, OFFSETS, RECORDS, RECLEN, ATTRS, F_, G_, I, I0, I1, STEP, N, SYNC = range(13)
+DESC_LEN = 13
+UNIT_PARTS = 2                      # threads on a loop split by hidden units (more: more barriers)
+CLAIM_WAIT = 1 << 18                # cycles (~80 us) a caller waits for a worker to take a units part
 
 
 @jit
@@ -81,3 +91,70 @@ def parallel(desc, table, offsets, parts, attrs, F, G, i, i0, i1, step, records,
         for s in range(shadows.shape[0]):
             o, copy, n = shadows[s, 0], shadows[s, 1], shadows[s, 2]
             G[o:o + n] += G[copy:copy + n]
+
+
+# ---------------------------------------------------------------- split by hidden units
+@jit
+def _run_synced(table, offsets, records, attrs, f, g, i, i0, i1, step, sync, c):
+    """abi.run, meeting the other parts at a barrier before each equation with sync[k] set."""
+    k = i0 if step > 0 else i1 - 1
+    met = 0
+    for _ in range(i1 - i0):
+        if sync[k]:
+            met += 1
+            team.barrier(c, met * UNIT_PARTS)
+        if table[k] != 0:
+            call(table[k], f, g, i, records + 8 * offsets[k], attrs + 8 * MAX_ATTRS * k)
+        k += step
+
+
+@jit
+def _unit_part(d, k, c):
+    """Part k of a units job: the run with part k's attrs (its unit range; Plan.unit_attrs)."""
+    n = d[N]
+    table = numba.carray(team.as_pointer(d[TABLE], np.int64), (n,))
+    offsets = numba.carray(team.as_pointer(d[OFFSETS], np.int64), (n,))
+    sync = numba.carray(team.as_pointer(d[SYNC], np.int64), (n,))
+    _run_synced(table, offsets, d[RECORDS], d[ATTRS] + 8 * MAX_ATTRS * n * k, d[F_], d[G_], d[I],
+                d[I0], d[I1], d[STEP], sync, c)
+
+
+@jit
+def worker_units(c, gen):
+    """A worker's part of a units job: one part at most (a thread with two would wait for itself)."""
+    k = team.claim(c, gen)
+    if k < 0:
+        return 0
+    d = numba.carray(team.as_pointer(c[team.DESC], np.int64), (DESC_LEN,))
+    _unit_part(d, k, c)
+    team.finish(c)
+    return 1
+
+
+@jit
+def by_units(desc, table, offsets, records, uattrs, attrs, F, G, i, i0, i1, step, sync, wait):
+    """Equations [i0, i1) in `step` order split by hidden units (Plan.unit_segments): UNIT_PARTS
+    threads each run every equation over its units, uattrs[p] holding part p's ranges, meeting
+    where sync says. Every part must run at once, so the caller takes a part only after a worker
+    has taken the other, waiting up to `wait` cycles (CLAIM_WAIT) for one to wake; if none did, it
+    takes both and runs all units alone (`attrs`): the same results, bit for bit."""
+    c = team.ctl()
+    n = table.shape[0]
+    desc[TABLE], desc[OFFSETS], desc[N], desc[SYNC] = table.ctypes.data, offsets.ctypes.data, n, sync.ctypes.data
+    desc[RECORDS], desc[ATTRS] = records, uattrs.ctypes.data
+    desc[F_], desc[G_], desc[I], desc[I0], desc[I1], desc[STEP] = F.ctypes.data, G.ctypes.data, i, i0, i1, step
+    gen = team.publish_units(c, desc.ctypes.data, UNIT_PARTS)
+    if gen < 0:
+        run(table, offsets, records, attrs, F.ctypes.data, G.ctypes.data, i, i0, i1, step)
+        return
+    start = team.cycles()
+    while team.claimed(c, gen) < UNIT_PARTS - 1 and team.cycles() - start < wait:
+        team.pause()
+    k = team.claim(c, gen)
+    if k == 0 and team.claim(c, gen) == 1:
+        run(table, offsets, records, attrs, F.ctypes.data, G.ctypes.data, i, i0, i1, step)
+        team.finish(c)
+    else:
+        _unit_part(desc, k, c)
+    team.finish(c)
+    team.wait(c, UNIT_PARTS)

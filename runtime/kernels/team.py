@@ -16,8 +16,9 @@ LLVM under the name `graphspec_team_ctl` (as blas.py registers BLAS), so jitted 
 without an argument and cached code links to it in every process. One job at a time: a caller
 that finds the team busy (another thread's job, or the rows job it is part of:
 runtime/kernels/rows.py) runs its product alone. A job is a GEMM's panel chunks (KIND
-GEMM_JOB, the params line) or a run of plan equations' row ranges (ROWS_JOB, DESC: the address
-of its description).
+GEMM_JOB, the params line), a run of plan equations' row ranges (ROWS_JOB, DESC: the address
+of its description) or of their hidden units (UNITS_JOB: every part at once, meeting at
+barriers, BARRIER counting arrivals).
 
 Job protocol (all atomics sequentially consistent):
     caller:  cas(BUSY 0 -> 1); write params; DONE = 0; NEXT = gen << 32; GEN = gen;
@@ -43,11 +44,11 @@ from numba.extending import intrinsic
 from ..jit import jit
 
 LINE = 8                            # int64 slots per cache line
-BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, STATS, PARAMS, JOB, SHAPES = (LINE * i for i in range(12))
+BUSY, GEN, NEXT, DONE, SLEEPING, STOP, WORKERS, HELPED, STATS, PARAMS, JOB, BARRIER, SHAPES = (LINE * i for i in range(13))
 JOBS, SOLOS, WAITED = STATS, STATS + 1, STATS + 2               # counters, for benchmarks
 A_ADDR, P_ADDR, C_ADDR, M_, R_, N_, ACC, NCHUNKS = range(PARAMS, PARAMS + 8)
 KIND, DESC = JOB, JOB + 1           # what a job is: a GEMM (the params above) or rows of a plan run
-GEMM_JOB, ROWS_JOB = 0, 1
+GEMM_JOB, ROWS_JOB, UNITS_JOB = 0, 1, 2
 SHAPE_BITS = 6
 NSHAPES = 1 << SHAPE_BITS          # per-shape timings (a line each) for choosing team or solo
 T_TEAM, T_SOLO, CALLS, EXPLORE, INTERVAL, BURST, LAST, KEY = range(8)
@@ -201,6 +202,45 @@ def publish_rows(c, desc, nparts):
     c[KIND] = ROWS_JOB
     c[DESC] = desc
     return _open(c, nparts)
+
+
+@jit
+def publish_units(c, desc, nparts):
+    """Take the team for a run of plan equations split by hidden units into nparts parts that
+    wait for each other at barriers (runtime/kernels/rows.py by_units); returns its generation,
+    or -1."""
+    if _load(c, WORKERS) == 0 or not _cas(c, BUSY, 0, 1):
+        return -1
+    c[KIND] = UNITS_JOB
+    c[DESC] = desc
+    _store(c, BARRIER, 0)
+    return _open(c, nparts)
+
+
+@jit
+def claimed(c, gen):
+    """How many chunks of job `gen` are claimed (-1: it is not the current job)."""
+    v = _load(c, NEXT)
+    return v & MASK if (v >> 32) == (gen & MASK) else -1
+
+
+@jit
+def barrier(c, target):
+    """Arrive at a barrier of a units job and wait for the others: its k-th barrier is passed
+    when all nparts threads have arrived, k * nparts arrivals since the job began."""
+    _add(c, BARRIER, 1)
+    spins = 0
+    while _load(c, BARRIER) < target:
+        spins += 1
+        if spins >= YIELD_SPINS:
+            _sched_yield()      # the other part's thread may share this core (a busy machine)
+        else:
+            _pause()
+
+
+@jit
+def pause():
+    _pause()
 
 
 @jit
