@@ -154,7 +154,7 @@ def test_a_fused_backward_whose_row_buffer_leaves_the_stack_matches_the_block(mo
     from runtime import codegen
     monkeypatch.setattr(codegen, "STACK_BYTES", 8)
     monkeypatch.setattr(codegen, "_resolved", {})
-    assert "if n <= 1 else" in codegen.fused_source(_lstm_group(), "float64")
+    assert "if nbuf <= 1 else" in codegen.fused_source(_lstm_group(), "float64")
     rng = np.random.default_rng(4)
     T, B = 4, 3
     batch = {"x": rng.integers(0, 9, (T, B)), "y": rng.integers(0, 11, (T, B)), "x_mask": np.ones((T, B))}
