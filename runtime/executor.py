@@ -27,13 +27,16 @@ from .optim import Support
 MIN_ROWS = 2        # fewest batch rows a thread takes of a recurrent loop (Executor._rows_setup)
 SMALL_GEMM = 1 << 22     # multiply-adds: at most this, the plan's BLAS GEMMs run on one thread
 FEW_ROWS, BIG_WEIGHT = 8, 1 << 20       # below 8 rows a thread, a loop with a packed weight over
-                                        # 1 MB is not split by rows (but by units, or each product
-                                        # by columns)
-# A loop not split by rows, its packed weight at least 1 MB (H >= 256 for the LSTM), runs split by
-# hidden units. LSTM at B=1, a training step: H=256 2229 -> 1711 us, H=512 8334 -> 7035; B=4/H=512
+                                        # 1 MB (both layouts) is not split by rows (but by units, or
+                                        # each product by columns)
+# A loop not split by rows, its packed weight (both layouts) at least 1 MB (the LSTM from H=256),
+# runs split by hidden units. LSTM at B=1, a training step: H=256 2229 -> 1711 us, H=512 8334 -> 7035; B=4/H=512
 # 13.0 -> 10.9 ms. At H=128 (256 KB) the split lost: 574 -> 736 us (the half products' ~1.5 us a
 # step saved goes to the barrier's wait and the worker's wake-up at each pass).
 MIN_UNIT_WEIGHT = 1 << 20
+# Up to 16 rows a thread, a packed copy over 4 MB (each layout bigger than a core's 2 MB L2 here,
+# the LSTM from H=512): split by units, not rows.
+UNIT_ROWS, UNIT_WEIGHT = 16, 1 << 22
 
 
 def _unwritten(plan: Plan) -> list:
@@ -255,13 +258,18 @@ class Executor:
         p, nthreads = self.plan, team.size() + 1
         nparts = min(nthreads, p.batch // MIN_ROWS)
         self.segments = p.row_segments() if nparts > 1 else []
-        if p.batch // max(nparts, 1) < FEW_ROWS:
-            # few rows a thread, a big weight: each thread would stream all of it every step (a
-            # [2 x 512] x [512 x 2048] product is bound by reading the 4 MB weight); the per-step
-            # products' own split by columns reads half each (LSTM B=4/H=512 step 16.5 ms
-            # against 24.4 split by rows; B=16 equal; B=4/H=128, a 256 KB weight: rows win)
-            self.segments = [(a, z) for a, z in self.segments
-                             if not any(_packed_bytes(e, self.dtype) > BIG_WEIGHT for e in p.eqns[a:z])]
+        rows = p.batch // max(nparts, 1)
+        by_units = {(a, z) for a, z, _ in p.unit_segments(UNIT_PARTS)} if SIMD else set()
+        # Few rows a thread, a big weight: each thread would stream all of it every step (a
+        # [2 x 512] x [512 x 2048] product is bound by reading the 4 MB weight); split by units
+        # (or, where the loop cannot be, each product by columns), a thread reads half. LSTM
+        # B=4/H=512 16.5 ms a step by columns against 24.4 by rows; by units, B=16/H=512 29.1-29.8
+        # against 34.5-35.6 by rows, B=32 59.2 against 62.3, B=64 equal. Rows win at B=16/H=256
+        # (8.4 against 9.5 by units) and B=4/H=128.
+        big = lambda a, z, size: any(_packed_bytes(e, self.dtype) > size for e in p.eqns[a:z])  # noqa: E731
+        self.segments = [(a, z) for a, z in self.segments
+                         if not (big(a, z, BIG_WEIGHT) and rows < FEW_ROWS
+                                 or big(a, z, UNIT_WEIGHT) and rows <= UNIT_ROWS and (a, z) in by_units)]
         self.segs = np.array(self.segments, np.int64).reshape(-1, 2)
         self.desc = np.zeros(DESC_LEN, np.int64)
         self.shadows = np.zeros((0, 3), np.int64)

@@ -198,14 +198,20 @@ def test_a_bias_added_every_step_gets_its_gradient_after_the_loop():
 
 
 @needs_team
-@pytest.mark.parametrize("H, split", [(128, True), (512, False)])
-def test_few_rows_a_thread_and_a_big_weight_split_by_columns_instead(H, split, two_threads):
+@pytest.mark.parametrize("cell, B, H, split", [("lstm", 4, 128, "rows"), ("lstm", 4, 512, "units"),
+                                              ("lstm", 16, 512, "units"), ("lstm", 16, 256, "rows"),
+                                              ("lstm", 64, 512, "rows"), ("rnn", 4, 512, "columns"),
+                                              ("rnn", 16, 512, "rows")])
+def test_few_rows_a_thread_and_a_big_weight_split_by_units_or_columns_instead(cell, B, H, split, two_threads):
     """B=4 over 2 threads is 2 rows each: with H=512 every thread would stream the 4 MB packed
-    weight each step, so the loop stays whole and each product splits by columns."""
-    model = Model(os.path.join(ROOT, "bench", "specs", "lstm.yaml"), bind={"H": H})
-    x = np.zeros((3, 4), np.int64)
-    model.forward({"x": x, "y": x, "x_mask": np.ones((3, 4))})
-    assert bool(model.current.segments) == split
+    weight each step, so the loop is split by units, each thread reading half (or, where the
+    loop cannot be, the Elman RNN's lone tanh, each product by columns); from 8 rows a thread
+    the RNN's loop splits by rows, the LSTM's up to 16."""
+    model = Model(os.path.join(ROOT, "bench", "specs", f"{cell}.yaml"), bind={"H": H})
+    x = np.zeros((3, B), np.int64)
+    model.forward({"x": x, "y": x, "x_mask": np.ones((3, B))})
+    ex = model.current
+    assert ("rows" if ex.segments else "units" if ex.unit_segments else "columns") == split
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
