@@ -155,7 +155,7 @@ def warm(eqns, dtype) -> int:
     dt = np.dtype(dtype).name
     todo = {}
     for e in eqns:
-        key = (e.op, e.group.key() if e.group is not None else "", dt)
+        key = (e.op, e.group.key() if e.group is not None else "", dt, False)
         if key in _resolved:
             continue
         kind, source = _module_of(e, dt)
@@ -280,8 +280,10 @@ def _col(b: int, c: int, j: str = "j") -> str:
     return " + ".join([p for p in ((f"{b} * W" if b else ""), (str(c) if c else "")) if p] + ([j] if j else [])) or "0"
 
 
-def fused_source(group: Fused, dtype: str) -> str:
-    """The forward and backward kernels of a fused group, and their adapters."""
+def fused_source(group: Fused, dtype: str, units: bool = False) -> str:
+    """The forward and backward kernels of a fused group, and their adapters. `units`: the
+    kernels a loop split by hidden units runs (docs/plan.md), over the units [u0, u1) that the
+    equation's attrs give, every unit when they are unset."""
     nin, nout = len(group.ins), len(group.outs)
     ins = [f"i{k}" for k in range(nin)]
     outs = [f"o{k}" for k in range(nout)]
@@ -310,22 +312,24 @@ def fused_source(group: Fused, dtype: str) -> str:
             L.append(f"{indent}e{i} = {translate(REGISTRY[op].ew.fwd, names, consts)}")
         return L
 
-    # n units of the W columns: all, or a thread's share of a loop split by hidden units, the
-    # adapter's views then starting at its first unit. W = max(W, 0): an index b * W + j must be
-    # known >= 0 for numba's wraparound test to fold away; with a loop to n instead of W nothing
-    # else tells LLVM, and the LSTM cell's backward ran unvectorised, 2.7x slower.
-    F = ["", "", "@jit", f"def fwd({', '.join(ins + outs)}, n):", "    R, W = o0.shape", "    W = max(W, 0)", "    CONSTS",
+    # With units: n of the W columns, the adapter's views starting at the first. A kernel of its
+    # own: LLVM vectorises a loop to n less well than one to W (the peephole LSTM's backward 1.7x
+    # slower, and 1.4x once the loop to W was there too, the function grown); W = max(W, 0) tells
+    # it b * W + j >= 0, which numba's wraparound test on an index needs to fold away (without,
+    # the LSTM cell's backward loop to n was 2.7x slower).
+    n_arg, width, cols = (", n", ["    W = max(W, 0)"], "n") if units else ("", [], "W")
+    F = ["", "", "@jit", f"def fwd({', '.join(ins + outs)}{n_arg}):", "    R, W = o0.shape", *width, "    CONSTS",
          "    for r in range(R):"]
     F += reads("        ") + [f"        y{k} = o{k}[r]" for k in range(nout)]
-    F += ["        for j in range(n):"] + forward_lines("            ")
+    F += [f"        for j in range({cols}):"] + forward_lines("            ")
     F += [f"            y{k}[j] = e{e}" for k, e in enumerate(group.outs)]
     # backward: recompute, then reverse mode over the equations in registers
-    B = ["", "", "@jit", f"def bwd({', '.join(ins + outs + [f'go{k}' for k in range(nout)] + [f'gi{k}' for k in range(nin)])}, need, n):",
-         "    R, W = o0.shape", "    W = max(W, 0)", f"    nbuf = {max(len(blocks), 1)} * W",
+    B = ["", "", "@jit", f"def bwd({', '.join(ins + outs + [f'go{k}' for k in range(nout)] + [f'gi{k}' for k in range(nin)])}, need{n_arg}):",
+         "    R, W = o0.shape", *width, f"    nbuf = {max(len(blocks), 1)} * W",
          f"    buf = stack(nbuf) if nbuf <= {STACK_BYTES // np.dtype(dtype).itemsize} else np.empty(nbuf, DT)", "    CONSTS",
          "    for r in range(R):"]
     B += reads("        ") + [f"        gy{k} = go{k}[r]" for k in range(nout)]
-    B += ["        for j in range(n):"] + forward_lines("            ")
+    B += [f"        for j in range({cols}):"] + forward_lines("            ")
     acc = {}                    # e-var or input block -> its gradient accumulator
     added = set()               # those that a use inside the group added to
     lines = []
@@ -361,7 +365,7 @@ def fused_source(group: Fused, dtype: str) -> str:
         mine = [blk for blk in blocks if blk[0] == k]
         if spec[0] == "s":
             B += [f"        if need & {1 << k}:",
-                  f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, n)"]
+                  f"            gi{k}[r % gi{k}.shape[0], 0] += row_sum(buf, {slot[mine[0]]} * W, {cols})"]
             continue
         runs, run = [], []      # consecutive whole blocks share one loop (the gates of z: one pass over 4W)
         for blk in mine + [None]:
@@ -377,31 +381,30 @@ def fused_source(group: Fused, dtype: str) -> str:
             B += [f"        {test}", f"            g = gi{k}[r % gi{k}.shape[0]]"]
             for run in runs:
                 b0, c0, p0 = run[0][1], run[0][2], slot[run[0]]
-                # all units: a run of whole blocks in one loop; a unit range: a loop a block
-                B += ["            if n == W:",
-                      f"                for j in range({len(run)} * W):",
-                      f"                    g[{_col(b0, c0)}] {how} buf[{_col(p0, 0)}]",
-                      "            else:"]
+                if not units:       # a run of whole blocks in one loop; units: a loop a block
+                    B += [f"            for j in range({len(run)} * W):",
+                          f"                g[{_col(b0, c0)}] {how} buf[{_col(p0, 0)}]"]
+                    continue
                 for blk in run:
-                    B += ["                for j in range(n):",
-                          f"                    g[{_col(blk[1], blk[2])}] {how} buf[{_col(slot[blk], 0)}]"]
+                    B += ["            for j in range(n):",
+                          f"                g[{_col(blk[1], blk[2])}] {how} buf[{_col(slot[blk], 0)}]"]
     src = "\n".join(F + B).replace("    CONSTS", "\n".join(consts.lines("    ")) or "    pass")
     # the adapters: outputs first, then inputs (Plan.encode's record order)
     # a row of values starts at the first unit: u0 columns on (its row, and a wider value's
     # blocks, keep their width: every index the kernel makes stays inside its row)
-    at = [" + u0"] * nout + ["" if spec[0] == "s" else " + u0" for spec in group.ins]
+    at = [" + u0" if units else ""] * nout + ["" if spec[0] == "s" or not units else " + u0" for spec in group.ins]
+    unit_range = [f"    u0, u1 = unit_range(att_of(attp), rec[{RECORD_HEADER + 2}])"] if units else []
+    n_val = ", u1 - u0" if units else ""
     views = lambda arr, first, n: [f"fv({arr}, rec[{RECORD_HEADER + 3 * (first + k)}]{at[first + k]}, "  # noqa: E731
                                    f"rec[{RECORD_HEADER + 3 * (first + k) + 1}], rec[{RECORD_HEADER + 3 * (first + k) + 2}])"
                                    for k in range(n)]
     n = nout + nin
     A = ["", "", "@jit_sum", "def row_sum(b, start, n):", "    s = b[start] * 0", "    for j in range(n):",
          "        s += b[start + j]", "    return s", "", "",
-         "def fwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})",
-         f"    u0, u1 = unit_range(att_of(attp), rec[{RECORD_HEADER + 2}])",
-         f"    fwd({', '.join(views('Fp', nout, nin) + views('Fp', 0, nout))}, u1 - u0)", "", "",
-         "def bwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})",
-         f"    u0, u1 = unit_range(att_of(attp), rec[{RECORD_HEADER + 2}])",
-         f"    bwd({', '.join(views('Fp', nout, nin) + views('Fp', 0, nout) + views('Gp', 0, nout) + views('Gp', nout, nin))}, rec[0], u1 - u0)",
+         "def fwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})", *unit_range,
+         f"    fwd({', '.join(views('Fp', nout, nin) + views('Fp', 0, nout))}{n_val})", "", "",
+         "def bwd_a(Fp, Gp, Ip, recp, attp):", f"    rec = rec_of(recp, {n})", *unit_range,
+         f"    bwd({', '.join(views('Fp', nout, nin) + views('Fp', 0, nout) + views('Gp', 0, nout) + views('Gp', nout, nin))}, rec[0]{n_val})",
          "", "", "fwd_c = cfunc(SIG, **CFUNC)(fwd_a)", "bwd_c = cfunc(SIG, **CFUNC)(bwd_a)"]
     top = head(dtype).replace("from runtime.jit import OPTIONS, const, jit", "from runtime.jit import OPTIONS, const, jit, jit_sum")
     return top + f'\n# {group}\n' + src + "\n".join(A) + "\n"
@@ -421,19 +424,21 @@ class Kernels:
 _resolved: dict = {}
 
 
-def kernels_for(eqn, dtype) -> Kernels:
-    """The kernels of a plan equation (a registry op, or a fused group) in `dtype`."""
+def kernels_for(eqn, dtype, units: bool = False) -> Kernels:
+    """The kernels of a plan equation (a registry op, or a fused group) in `dtype`; `units`: for
+    a loop split by hidden units (a registry op's kernels take its unit range in any case)."""
     dt = np.dtype(dtype).name
-    key = (eqn.op, eqn.group.key() if eqn.group is not None else "", dt)
+    units = units and eqn.group is not None
+    key = (eqn.op, eqn.group.key() if eqn.group is not None else "", dt, units)
     if key not in _resolved:
-        _resolved[key] = Kernels(load(*_module_of(eqn, dt)))
+        _resolved[key] = Kernels(load(*_module_of(eqn, dt, units)))
     return _resolved[key]
 
 
-def _module_of(eqn, dt: str) -> tuple:
+def _module_of(eqn, dt: str, units: bool = False) -> tuple:
     """(kind, source) of the module holding an equation's kernels."""
     if eqn.group is not None:
-        return "fused", fused_source(eqn.group, dt)
+        return "fused", fused_source(eqn.group, dt, units)
     return f"op_{eqn.op}", op_source(eqn.op, dt)
 
 

@@ -307,6 +307,19 @@ class Executor:
         self.uattrs = np.stack([p.unit_attrs(segs, k, UNIT_PARTS) for k in range(UNIT_PARTS)])
         self.sync_f, self.sync_b = p.unit_barriers(segs, 1), p.unit_barriers(segs, -1)
         self.split_units = "auto"
+        self.fwd_u = self.bwd_u = None
+
+    def _unit_tables(self):
+        """The kernel tables of a pass split by units: the fused groups of its loops run kernels
+        over a unit range (codegen.fused_source units=True), compiled on the first such pass."""
+        self.fwd_u, self.bwd_u = self.fwd.copy(), self.bwd.copy()
+        for a, z, _ in self.unit_segments:
+            for i in range(a, z):
+                e = self.plan.eqns[i]
+                if e.op == "fused":
+                    k = kernels_for(e, self.dtype, units=True)
+                    self.fwd_u[i] = 0 if e.nofwd else k.fwd
+                    self.bwd_u[i] = k.bwd if any(e.need) else 0
 
     def _by_units(self) -> int:
         """How long (cycles) this pass's loops split by units wait for the worker to join; 0: they
@@ -315,8 +328,12 @@ class Executor:
         if not len(self.usegs) or self.split_units == "never":
             return 0
         if self.split_units == "always":
-            return 1 << 62
-        return CLAIM_WAIT if self.units_pay and _CPUS - busy_elsewhere() >= UNIT_PARTS else 0
+            wait = 1 << 62
+        else:
+            wait = CLAIM_WAIT if self.units_pay and _CPUS - busy_elsewhere() >= UNIT_PARTS else 0
+        if wait and self.fwd_u is None:
+            self._unit_tables()
+        return wait
 
     def _sparse_setup(self):
         """Params with row-sparse gradients (plan: Buffer.sparse): backward zeroes only the rows
@@ -409,7 +426,7 @@ class Executor:
         interp.seed(int(seed) & 0x7FFFFFFF)
         wait = self._by_units()
         if wait:
-            interp.forward_units(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+            interp.forward_units(self.fwd_u, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
                                  self.usegs, self.uattrs, self.sync_f, self.desc, wait)
         else:
             interp.forward_rows(self.fwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
@@ -430,7 +447,7 @@ class Executor:
         self.G[self.loss_offsets] = 1
         wait = self._by_units()
         if wait:
-            interp.backward_units(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
+            interp.backward_units(self.bwd_u, self.offsets, self.records, self.attrs, self.F, self.G, self.I,
                                   self.usegs, self.uattrs, self.sync_b, self.desc, wait)
         else:
             interp.backward_rows(self.bwd, self.offsets, self.records, self.attrs, self.F, self.G, self.I,

@@ -387,7 +387,8 @@ EW_OPS = [n for n in KERNEL_OPS if REGISTRY[n].ew is not None]
 
 @pytest.mark.parametrize("name", EW_OPS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(name, dtype):
+@pytest.mark.parametrize("units", [False, True])
+def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(name, dtype, units):
     """e0 = op(i0, ...), e1 = tanh(e0), both outputs: the generated kernel (runtime/codegen.py, from
     the registry's `ew` maths) against the op's own kernels and tanh's, forward and backward,
     with an input read as a block of a wider value and a scalar (mask) input where the op has one."""
@@ -410,10 +411,12 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
             args.append(f"i{k}")
             ins.append(f(1 if k == 1 else Rr, W, lo=0.1))   # a param row broadcast over rows
     group = Fused(tuple(specs), ((name, tuple(args)), ("tanh", ("e0",))), (0, 1))
-    mod = codegen.load("fused", codegen.fused_source(group, np.dtype(dtype).name))
+    # units: the kernels of a loop split by hidden units (here over every unit)
+    mod = codegen.load("fused", codegen.fused_source(group, np.dtype(dtype).name, units))
+    n = (W,) if units else ()
     xs = [x.astype(dtype) for x in ins]
     o0, o1 = np.zeros((Rr, W), dtype), np.zeros((Rr, W), dtype)
-    mod.fwd(*xs, o0, o1, W)
+    mod.fwd(*xs, o0, o1, *n)
     # the same through the op's own kernels, every operand at full size (a broadcast row repeated)
     direct = [x[:, W:2 * W].copy() if s == "i0@1" else np.repeat(x, Rr // x.shape[0], 0) for x, s in zip(xs, args)]
     r0, r1 = np.zeros_like(o0), np.zeros_like(o1)
@@ -426,7 +429,7 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
     grads = [np.zeros_like(x) for x in xs]
     need = sum(1 << k for k, a in enumerate(sig.args) if a.kind != "mask")
     ga = g0.copy()
-    mod.bwd(*xs, o0, o1, g0, g1, *grads, need, W)
+    mod.bwd(*xs, o0, o1, g0, g1, *grads, need, *n)
     KERNELS["tanh"][1](r0, r1, g1, ga, 1)
     # e0's gradient goes back to G whole: from outside the group (g0) and from tanh inside it
     np.testing.assert_allclose(g0, ga, err_msg="the output's whole gradient", **tol)
