@@ -16,10 +16,12 @@ a GEMM's chunks. A kernel called inside a part finds the team busy and runs alon
 the same as one thread's, bit for bit, except for those shared gradients: summed per range,
 then added, in another order.
 
-A loop with one row (B=1) cannot be split by rows: `by_units` splits it by hidden units
-instead (Plan.unit_segments), each thread computing its units' columns of every product and
-cell, the threads meeting at a barrier before each product (a step's product reads the whole
-h(t-1)): one barrier a step, against two products of ~3 us each a step at H=128.
+A loop with one row (B=1) cannot be split by rows, and one with few rows over a big weight
+should not be (each thread would stream all of it every step): `by_units` splits it by hidden
+units instead (Plan.unit_segments), each thread computing its units' columns of every product
+and cell, the threads meeting at a barrier before each product (a step's product reads the
+whole h(t-1)). A barrier alone is ~70 ns here, but the other thread's h(t-1) and dz(t) come
+from its core: it pays from a 1 MB packed weight (runtime/executor.py MIN_UNIT_WEIGHT).
 """
 import numba
 import numpy as np
