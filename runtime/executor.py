@@ -30,9 +30,9 @@ FEW_ROWS, BIG_WEIGHT = 8, 1 << 20       # below 8 rows a thread, a loop with a p
                                         # 1 MB (both layouts) is not split by rows (but by units, or
                                         # each product by columns)
 # A loop not split by rows, its packed weight (both layouts) at least 1 MB (the LSTM from H=256),
-# runs split by hidden units. LSTM at B=1, a training step: H=256 2229 -> 1711 us, H=512 8334 -> 7035; B=4/H=512
-# 13.0 -> 10.9 ms. At H=128 (256 KB) the split lost: 574 -> 736 us (the half products' ~1.5 us a
-# step saved goes to the barrier's wait and the worker's wake-up at each pass).
+# runs split by hidden units. A training step: LSTM B=1/H=256 2229 -> 1711 us, B=1/H=512 8334 ->
+# 7035, B=4/H=512 13.0 -> 10.9 ms. At B=1/H=128 (512 KB) the split lost, 574 -> 736 us: the ~1.5
+# us a step the halved products save goes to the barriers' waits and the worker's wake-up.
 MIN_UNIT_WEIGHT = 1 << 20
 # Up to 16 rows a thread, a packed copy over 4 MB (each layout bigger than a core's 2 MB L2 here,
 # the LSTM from H=512): split by units, not rows.
@@ -302,7 +302,8 @@ class Executor:
         if SIMD and team.size() >= UNIT_PARTS - 1 and not self.segments:
             segs = p.unit_segments(UNIT_PARTS)
         self.unit_segments = segs
-        self.units_pay = any(_packed_bytes(e, self.dtype) >= MIN_UNIT_WEIGHT for a, z, _ in segs for e in p.eqns[a:z])
+        self.units_pay = any(_packed_bytes(e, self.dtype) >= MIN_UNIT_WEIGHT
+                             for a, z, _ in segs for e in p.eqns[a:z])
         self.usegs = np.array([(a, z) for a, z, _ in segs], np.int64).reshape(-1, 2)
         self.uattrs = np.stack([p.unit_attrs(segs, k, UNIT_PARTS) for k in range(UNIT_PARTS)])
         self.sync_f, self.sync_b = p.unit_barriers(segs, 1), p.unit_barriers(segs, -1)
