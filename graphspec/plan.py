@@ -294,9 +294,10 @@ class Plan:
         """Part p runs units [cuts[p], cuts[p + 1]): near-equal shares in multiples of 16."""
         return [round(p * W / parts / 16) * 16 for p in range(parts)] + [W]
 
-    def unit_attrs(self, segments: list, p: int, parts: int) -> np.ndarray:
-        """encode()'s attrs with part p's unit range in attrs[UNITS:] of every equation of `segments`."""
-        attrs = self.encode()[2]
+    def unit_attrs(self, segments: list, p: int, parts: int, attrs: Optional[np.ndarray] = None) -> np.ndarray:
+        """A copy of encode()'s attrs (or of `attrs`, encode()'s already made) with part p's unit
+        range in attrs[UNITS:] of every equation of `segments`."""
+        attrs = self.encode()[2] if attrs is None else attrs.copy()
         for i0, i1, W in segments:
             cuts = self.unit_cuts(W, parts)
             attrs[i0:i1, UNITS], attrs[i0:i1, UNITS + 1] = cuts[p], cuts[p + 1]

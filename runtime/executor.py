@@ -259,7 +259,8 @@ class Executor:
         nparts = min(nthreads, p.batch // MIN_ROWS)
         self.segments = p.row_segments() if nparts > 1 else []
         rows = p.batch // max(nparts, 1)
-        by_units = {(a, z) for a, z, _ in p.unit_segments(UNIT_PARTS)} if SIMD else set()
+        self.unit_runs = p.unit_segments(UNIT_PARTS) if SIMD else []   # read again by _units_setup
+        by_units = {(a, z) for a, z, _ in self.unit_runs}
         # Few rows a thread, a big weight: each thread would stream all of it every step (a
         # [2 x 512] x [512 x 2048] product is bound by reading the 4 MB weight); split by units
         # (or, where the loop cannot be, each product by columns), a thread reads half. LSTM
@@ -300,12 +301,12 @@ class Executor:
         p = self.plan
         segs = []
         if SIMD and team.size() >= UNIT_PARTS - 1 and not self.segments:
-            segs = p.unit_segments(UNIT_PARTS)
+            segs = self.unit_runs
         self.unit_segments = segs
         self.units_pay = any(_packed_bytes(e, self.dtype) >= MIN_UNIT_WEIGHT
                              for a, z, _ in segs for e in p.eqns[a:z])
         self.usegs = np.array([(a, z) for a, z, _ in segs], np.int64).reshape(-1, 2)
-        self.uattrs = np.stack([p.unit_attrs(segs, k, UNIT_PARTS) for k in range(UNIT_PARTS)])
+        self.uattrs = np.stack([p.unit_attrs(segs, k, UNIT_PARTS, self.attrs) for k in range(UNIT_PARTS)])
         self.sync_f, self.sync_b = p.unit_barriers(segs, 1), p.unit_barriers(segs, -1)
         self.split_units = "auto"
         self.fwd_u = self.bwd_u = None
