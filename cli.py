@@ -98,6 +98,9 @@ def cmd_compile(args):
     if stored:
         print(f"  gradients stored, not added: {s['stored gradient writes']} writes "
               f"({stored * 4 / 2**20:.2f} MiB of float32 G that backward need not zero first)")
+    if s.get("activations saved in place"):
+        print(f"  activations saved in place: {s['activations saved in place']} (a fused cell's backward reads "
+              "them where their input was, instead of computing them again)")
     mem, shared = memory_estimate(plan), s.get("bytes shared in place", 0)
     reuse = f"; {(mem + shared) / 2**20:.2f} MiB before {s['in-place values']} in-place value(s)" if shared else ""
     print(f"  activation memory: {mem / 2**20:.2f} MiB (float32 values and gradients{reuse})")

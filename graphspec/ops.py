@@ -107,6 +107,8 @@ class OpSig:
                                  # batch's rows (elementwise ops are, by their `ew`): Plan.row_segments
     units: bool = False          # the kernel can compute the output columns of a unit range alone
                                  # (attrs[UNITS:]; Plan.unit_segments: a loop split by hidden units)
+    out_unread: bool = False     # the backward never reads the output's values, nor operand `onto`'s:
+                                 # a later kernel may overwrite them (graphspec/passes/inplace.py)
     example: Optional[Callable] = None   # gen -> (operands, out shape, attrs): valid operands for tests
 
     @property
@@ -182,7 +184,7 @@ def _plain(t: Ty, what: str):
 
 
 # ---------------------------------------------------------------- linear algebra
-@op("matmul", (Arg("W"), Arg("x")), gemm=(0, 1), assigns=(0, 1), kernels="linear",
+@op("matmul", (Arg("W"), Arg("x")), gemm=(0, 1), assigns=(0, 1), out_unread=True, kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C)], (g.R, 3), {}))
 def _matmul(ts, at):
     """y = W x, as in the source's equations: W is a matrix param [N, K] (out, in), x a row [K],
@@ -197,7 +199,7 @@ def _matmul(ts, at):
     return Ty(w.seq_rows, x.seq)
 
 
-@op("affine", (Arg("W"), Arg("x"), Arg("a")), gemm=(0, 1), onto=2, assigns=(0, 1), kernels="linear",
+@op("affine", (Arg("W"), Arg("x"), Arg("a")), gemm=(0, 1), onto=2, assigns=(0, 1), out_unread=True, kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.R, g.C), g.f(g.B, 3)], (g.R, 3), {}))
 def _affine(ts, at):
     """y = W x + a: a matmul whose only reader adds it to a (a bias row, or a value of y's size,
@@ -211,7 +213,7 @@ def _affine(ts, at):
     return y
 
 
-@op("affine_table", (Arg("W"), Arg("E"), Arg("b")), assigns=(0, 1), kernels="linear",
+@op("affine_table", (Arg("W"), Arg("E"), Arg("b")), assigns=(0, 1), out_unread=True, kernels="linear",
     example=lambda g: ([g.f(3, g.C), g.f(g.V, g.C), g.f(1, 3)], (g.V, 3), {}))
 def _affine_table(ts, at):
     """T = E W^T + b: every row of a lookup table E [V, K] through the affine map y = W x + b
@@ -256,8 +258,8 @@ def _packed_example(with_a):
     return example
 
 
-@op("matmul_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x")), gemm=(0, 2), kernels="linear",
-    rowwise=True, units=True,
+@op("matmul_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x")), gemm=(0, 2), out_unread=True,
+    kernels="linear", rowwise=True, units=True,
     example=_packed_example(False))
 def _matmul_packed(ts, at):
     """y = W x inside a loop, over P = pack(W) (graphspec/passes/pack.py): the same product as
@@ -269,7 +271,7 @@ def _matmul_packed(ts, at):
 
 
 @op("affine_packed", (Arg("W", nograd=True), Arg("P", nograd=True), Arg("x"), Arg("a")), gemm=(0, 2), onto=3,
-    kernels="linear", rowwise=True, units=True,
+    out_unread=True, kernels="linear", rowwise=True, units=True,
     example=_packed_example(True))
 def _affine_packed(ts, at):
     """y = W x + a inside a loop, over P = pack(W): affine from packed weights.
@@ -461,7 +463,7 @@ op("concat", ("f",), syntax="concat(x)", variadic="place")(_concat)
 
 
 # ---------------------------------------------------------------- lookups and losses
-@op("embed", (Arg("E", rows=True), Arg("x", "i")), syntax="embed(E, x)", kernels="embedding",
+@op("embed", (Arg("E", rows=True), Arg("x", "i")), syntax="embed(E, x)", out_unread=True, kernels="embedding",
     example=lambda g: ([g.f(g.V, g.C), g.ids(g.R, 1)], (g.R, g.C), {}))
 def _embed(ts, at):
     """y = E[x]: row x of the table, i.e. one-hot(x) @ E (also written `E[x]`).
@@ -471,7 +473,7 @@ def _embed(ts, at):
     return Ty(table.feat)
 
 
-@op("embed_affine", (Arg("T"), Arg("x", "i"), Arg("b")), kernels="embedding",
+@op("embed_affine", (Arg("T"), Arg("x", "i"), Arg("b")), out_unread=True, kernels="embedding",
     example=lambda g: ([g.f(g.V, g.C), g.ids(g.R, 1, n=g.V + 3), g.f(1, g.C)], (g.R, g.C), {}))
 def _embed_affine(ts, at):
     """y = T[x], or b where x is outside the table: W E[x] + b read from T = E W^T + b

@@ -72,13 +72,17 @@ class Fused:
           wider value, the third gate of z), 'i3@2+5' (at 2 * width + 5 + j), 'e2' (the result
           of equation 2) or a float;
     outs: per output operand, the equation whose result it writes at [r, j].
-    The backward recomputes the equations and applies each op's `ew` derivatives in reverse."""
+    saves: (equation, block) pairs, a block as in eqns ('i0@2'): the forward writes equation n's
+          result over it once no equation needs it, and the backward reads it there instead of
+          computing it again (passes/inplace.py: the gate activations over z).
+    The backward recomputes the other equations and applies each op's `ew` derivatives in reverse."""
     ins: tuple
     eqns: tuple
     outs: tuple
+    saves: tuple = ()
 
     def key(self) -> str:
-        return repr((self.ins, self.eqns, self.outs))
+        return repr((self.ins, self.eqns, self.outs) + ((self.saves,) if self.saves else ()))
 
     @staticmethod
     def block(arg: str) -> tuple:
@@ -105,7 +109,8 @@ class Fused:
     def __str__(self) -> str:
         reads = " ".join(f"i{k}" + (":scalar" if s[0] == "s" else "") for k, s in enumerate(self.ins))
         body = "; ".join(f"e{i} = {op} {' '.join(map(str, args))}" for i, (op, args) in enumerate(self.eqns))
-        return f"{{ {reads}; {body} -> {', '.join(f'e{o}' for o in self.outs)} }}"
+        saves = "; saved " + " ".join(f"e{n}>{blk}" for n, blk in self.saves) if self.saves else ""
+        return f"{{ {reads}; {body} -> {', '.join(f'e{o}' for o in self.outs)}{saves} }}"
 
 
 @dataclass

@@ -305,11 +305,20 @@ def fused_source(group: Fused, dtype: str, units: bool = False) -> str:
         k, b, c = group.block(x)
         return f"x{k}" if group.ins[k][0] == "s" else f"x{k}[{_col(b, c)}]"
 
-    def forward_lines(indent):
+    saved = dict(group.saves)       # equation -> the input block that holds its result
+
+    def forward_lines(indent, again=False):
+        """The equations, a saved one's result written over its block; `again` (backward): read
+        from there (what the saves overwrote, the backward does not read: passes/inplace.py)."""
         L = []
         for i, (op, args) in enumerate(group.eqns):
+            if again and i in saved:
+                L.append(f"{indent}e{i} = {operand(saved[i])}")
+                continue
             names = dict(zip((a.name for a in REGISTRY[op].args), (operand(x) for x in args)))
             L.append(f"{indent}e{i} = {translate(REGISTRY[op].ew.fwd, names, consts)}")
+            if i in saved and not again:
+                L.append(f"{indent}{operand(saved[i])} = e{i}")
         return L
 
     # With units: n of the W columns, the adapter's views starting at the first. A kernel of its
@@ -329,7 +338,7 @@ def fused_source(group: Fused, dtype: str, units: bool = False) -> str:
          f"    buf = stack(nbuf) if nbuf <= {STACK_BYTES // np.dtype(dtype).itemsize} else np.empty(nbuf, DT)", "    CONSTS",
          "    for r in range(R):"]
     B += reads("        ") + [f"        gy{k} = go{k}[r]" for k in range(nout)]
-    B += [f"        for j in range({cols}):"] + forward_lines("            ")
+    B += [f"        for j in range({cols}):"] + forward_lines("            ", again=True)
     acc = {}                    # e-var or input block -> its gradient accumulator
     added = set()               # those that a use inside the group added to
     lines = []

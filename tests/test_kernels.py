@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from graphspec.ops import REGISTRY
+from graphspec.passes.inplace import from_result
 from runtime.kernels import KERNELS, missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -442,6 +443,40 @@ def test_a_fused_group_of_each_elementwise_op_equals_its_kernels_run_one_by_one(
             want[:, W:2 * W] = ref[k]
         np.testing.assert_allclose(grads[k], want, err_msg=f"{name} input {k}", **tol)
 
+
+
+SAVED_OPS = [n for n in EW_OPS if from_result(n)]
+
+
+@pytest.mark.parametrize("name", SAVED_OPS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("units", [False, True])
+def test_a_saved_result_is_written_over_its_block_and_read_back_as_computed(name, dtype, units):
+    """e0 = op(i0@1) saved over i0@1 (graphspec/passes/inplace.py), e1 = tanh(e0): the forward
+    writes e0 over the second block of the [R, 3W] input and nothing else; the backward, reading
+    it there, gives every gradient bit for bit as the kernel that computes e0 again from i0."""
+    from graphspec.plan import Fused
+    from runtime import codegen
+    W, Rr = 5, 4
+    eqns = ((name, ("i0@1",)), ("tanh", ("e0",)))
+    mods = [codegen.load("fused", codegen.fused_source(Fused((("v",),), eqns, (0, 1), saves), np.dtype(dtype).name,
+                                                       units)) for saves in ((), ((0, "i0@1"),))]
+    n = (W,) if units else ()
+    x = f(Rr, 3 * W, lo=0.1).astype(dtype)
+    g0, g1 = f(Rr, W).astype(dtype), f(Rr, W).astype(dtype)
+    got = []
+    for mod in mods:
+        xs, o0, o1 = x.copy(), np.zeros((Rr, W), dtype), np.zeros((Rr, W), dtype)
+        mod.fwd(xs, o0, o1, *n)
+        gx, gy0 = np.zeros_like(xs), g0.copy()
+        mod.bwd(xs, o0, o1, gy0, g1.copy(), gx, 1, *n)
+        got.append((xs, o0, o1, gy0, gx))
+    (x0, *plain), (x1, *saved) = got
+    assert np.array_equal(x0, x)
+    assert np.array_equal(x1[:, W:2 * W], saved[0]) and np.array_equal(np.delete(x1, range(W, 2 * W), 1),
+                                                                       np.delete(x, range(W, 2 * W), 1))
+    for a, b in zip(plain, saved):
+        assert np.array_equal(a, b)
 
 
 _COLD = """

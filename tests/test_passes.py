@@ -71,7 +71,7 @@ def test_every_pass_has_a_name_the_cli_accepts(cli):
         r = cli("compile", "specs/elman.yaml", "--len", "3", "--after", p)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"graph elman  (after pass {p})")
-    assert PASSES[-3:] == ["layout", "emit", "assign"]
+    assert PASSES[-4:] == ["layout", "emit", "assign", "inplace"]
 
 
 # ---------------------------------------------------------------- one pass at a time
@@ -299,3 +299,75 @@ def test_fused_plans_compute_what_the_unfused_plan_computes(spec):
             for node in state_nodes(fused):
                 np.testing.assert_allclose(grad_norms_over_time(fused, node), grad_norms_over_time(plain, node),
                                            rtol=1e-9, atol=1e-12, err_msg=node)
+
+
+# ---------------------------------------------------------------- inplace
+def _saves(spec_text_or_path, lengths=None, batch=2):
+    g = graphspec.load(spec_text_or_path) if spec_text_or_path.endswith(".yaml") else \
+        graphspec.load("t.yaml", spec_text_or_path)
+    plan = compile_graph(g, lengths or {"t": 3}, batch, check=True)
+    return plan, [e.group.saves for e in plan.eqns if e.op == "fused"]
+
+
+def test_inplace_saves_the_lstm_gates_over_their_pre_activations():
+    plan, saves = _saves("specs/lstm.yaml")
+    # the four gates over their blocks of z; tanh(c) is not one of z's blocks: computed again
+    assert saves == [((0, "i0@1"), (2, "i0"), (3, "i0@2"), (7, "i0@3"))] * 3
+    assert plan.stats["activations saved in place"] == 12
+
+
+def test_inplace_saves_the_gru_gates_in_the_step_products_output_first():
+    """e1 = sigmoid(a_r + c_r) goes over c_r, the step's product output (in cache), not over
+    a_r, written before the loop; the candidate's tanh goes over a_n: c_n is still needed
+    (d r = dn * c_n)."""
+    _, saves = _saves("bench/specs/gru.yaml")
+    assert saves[0] == ((1, "i1"), (3, "i1@1"), (6, "i0@2"))
+
+
+@pytest.mark.parametrize("nodes, why", [
+    ("  h: sigmoid(a) * h[t-1]\n", ""),
+    ("  h: sigmoid(a) * tanh(a)\n", "two functions of one block"),
+    ("  h: sigmoid(a) * h[t-1]\n  o: a * 2\n", "read after the cell"),
+])
+def test_inplace_keeps_a_value_something_else_still_reads(nodes, why):
+    nodes = "  a: b + U @ x + W @ h[t-1]\n" + nodes
+    plan, saves = _saves(HEAD + "nodes:\n" + nodes + ("loss: [mse(h, y), mse(o, y)]\n" if "o:" in nodes else
+                                                      "loss: mse(h, y)\n"))
+    assert saves and all(len(g.eqns) >= 2 for e in plan.eqns if e.op == "fused" for g in [e.group])
+    assert not any(saves) if why else all(s == ((0, "i0"),) for s in saves), why
+
+
+@pytest.mark.parametrize("spec", ["specs/lstm.yaml", "bench/specs/gru.yaml", "bench/specs/custom/peephole_lstm.yaml",
+                                  "bench/specs/custom/gru_before_inline.yaml"])
+def test_inplace_saves_change_no_bit_of_the_loss_or_the_gradients(spec, monkeypatch):
+    """The backward reads a saved activation where it computed the same number again before."""
+    from graphspec import passes
+    from runtime.gradcheck import random_batch, random_tables, tiny_bind
+    from runtime.model import Model
+
+    def model():
+        g = graphspec.load(spec)
+        bind = tiny_bind(g)
+        rng = np.random.default_rng(3)
+        m = Model(spec, bind=bind, dtype=np.float32, seed=1, tables=random_tables(graphspec.load(spec, bind=bind), rng))
+        m.params[:] += rng.normal(0, 0.3, m.params.shape).astype(np.float32)
+        batch = random_batch(m, {a: 5 for a in m.graph.axes}, 3, rng)
+        loss = m.forward(batch, seed=5)
+        m.backward()
+        return m, loss, m.grads()
+
+    saved, loss, grads = model()
+    assert any(e.group.saves for e in saved.current.plan.eqns if e.op == "fused")
+    at = passes.PASSES.index("inplace")
+    monkeypatch.setattr(passes, "PIPELINE", passes.PIPELINE[:at] + [("inplace", lambda g, ctx: {})])
+    plain, loss0, grads0 = model()
+    assert not any(e.group.saves for e in plain.current.plan.eqns if e.op == "fused")
+    assert loss == loss0
+    for k in grads:
+        assert np.array_equal(grads[k], grads0[k]), k
+
+
+def test_compile_reports_the_saved_activations(cli):
+    r = cli("compile", "specs/lstm.yaml", "--len", "5", "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    assert "  activations saved in place: 20 (a fused cell's backward reads them" in r.stdout    # 4 gates x 5 steps

@@ -3,7 +3,7 @@
 Each pass is a function `(graph, ctx) -> stats` that rewrites the graph in place and states its
 contract in its docstring; `PIPELINE` is their order. After any pass the IR can be checked
 (`verify`, in the spirit of JAX's check_jaxpr: tests run it after every pass) and printed
-(`print_ir`; `graphspec compile SPEC --after PASS`). The last three passes lower the IR to the
+(`print_ir`; `graphspec compile SPEC --after PASS`). The last four passes lower the IR to the
 plan (graphspec/plan.py), the contract with runtime/.
 
     order        IR order = evaluation order of same-step reads
@@ -18,6 +18,7 @@ plan (graphspec/plan.py), the contract with runtime/.
     layout       slots before/after each axis, the memory check, buffers at fixed offsets
     emit         loops unrolled into per-step equations, the rest hoisted; deferred weight gradients
     assign       the first write of a gradient, if whole, stores instead of adding (G not zeroed there)
+    inplace      a fused cell's sigmoid/tanh of a gate overwrites the gate's input; backward reads it
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..graph import Graph
-from . import affine, assign, carry, cross_axis, dce, emit, fold, fuse, layout, pack, reassociate
+from . import affine, assign, carry, cross_axis, dce, emit, fold, fuse, inplace, layout, pack, reassociate
 from .analysis import order as _order
 from .printer import print_ir
 from .verify import verify, verify_plan
@@ -67,10 +68,11 @@ PIPELINE = [
     ("layout", layout.run),
     ("emit", emit.run),
     ("assign", assign.run),
+    ("inplace", inplace.run),
 ]
 PASSES = [name for name, _ in PIPELINE]
-# passes that rewrite the IR (the last three lower it and leave it as it is)
-REWRITES = PASSES[:-3]
+# passes that rewrite the IR (the last four lower it and leave it as it is)
+REWRITES = PASSES[:-4]
 
 
 def run(g: Graph, ctx: Ctx, until: Optional[str] = None, check: bool = False) -> Graph:
@@ -83,7 +85,7 @@ def run(g: Graph, ctx: Ctx, until: Optional[str] = None, check: bool = False) ->
         ctx.stats.update(stats)
         if check and name in REWRITES:
             verify(g, after=name)
-        if check and name in ("emit", "assign"):
+        if check and name in ("emit", "assign", "inplace"):
             verify_plan(ctx.plan)
         if name == until:
             break
