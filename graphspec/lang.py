@@ -107,8 +107,15 @@ class Builder:
         if losses is not None:
             for i, (path, text) in enumerate(_listed(losses, ("loss",))):
                 op = self._lower_expr(text, top, self.doc.where(path), f"loss{i if i else ''}")
-                if op is not None:
-                    g.losses.append(op.node)
+                if op is None:
+                    continue
+                terms = self._loss_terms(op.node)
+                if terms is None:
+                    ops = ", ".join(sorted(n for n, sig in REGISTRY.items() if sig.loss and sig.syntax))
+                    self.probs.add(self.doc.where(path), f"'{text}' is not a loss: write a loss op ({ops}), a sum "
+                                   "of them, or a list of them (loss: [mse(h, y), mse(o, y)])")
+                    continue
+                g.losses += [t for t in terms if t not in g.losses]
         if losses is None and any(n.op == "param" and n.attrs["learn"] for n in g.nodes.values()):
             # without one, training would run its steps on a loss of 0 and change nothing
             self.probs.add(self.doc.key_loc(("nodes",)), "the spec has learnable params but no loss: add one, "
@@ -377,6 +384,19 @@ class Builder:
             self.g.add(Node(name, "take", [src], {"col": i, "width": -k}, loc=loc))
 
     # ------------------------------------------------------------ lowering
+    def _loss_terms(self, node: str) -> Optional[list]:
+        """The loss nodes a `loss:` entry adds up: a loss op's node, or those of a sum of them
+        (each scalar loss goes to the plan's list of losses, which the model sums); None for
+        anything else (a value, a scaled loss)."""
+        n = self.g.nodes.get(node)
+        if n is not None and n.op in REGISTRY and REGISTRY[n.op].loss:
+            return [node]
+        if n is not None and n.op == "add":
+            parts = [self._loss_terms(a.node) for a in n.args]
+            if all(p is not None for p in parts):
+                return [t for p in parts for t in p]
+        return None
+
     def _lower_expr(self, text, scope: Scope, loc: Loc, name: str) -> Optional[Operand]:
         try:
             return self._lower(E.parse(text, loc), scope, name, top=True)

@@ -262,6 +262,14 @@ CASES = [
         "tests/bad_specs/argmax_into_loss.yaml:18:7: cross_entropy: operand 'argmax(o)' holds token ids but real "
         "values are needed here",
     ]),
+    ("loss_not_a_loss_value.yaml", [
+        "tests/bad_specs/loss_not_a_loss_value.yaml:18:7: 'o' is not a loss: write a loss op (cross_entropy, "
+        "hsoftmax, mse, negsample), a sum of them, or a list of them (loss: [mse(h, y), mse(o, y)])",
+    ]),
+    ("loss_not_a_loss_scaled.yaml", [
+        "tests/bad_specs/loss_not_a_loss_scaled.yaml:18:7: '0.5 * cross_entropy(o, y)' is not a loss: write a loss "
+        "op (cross_entropy, hsoftmax, mse, negsample), a sum of them, or a list of them (loss: [mse(h, y), mse(o, y)])",
+    ]),
     ("loss_classes_mismatch.yaml", [
         "tests/bad_specs/loss_classes_mismatch.yaml:18:7: cross_entropy: logits f[16] do not match the 20 classes "
         "of 'y' (V=20)",

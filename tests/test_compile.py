@@ -251,3 +251,17 @@ loss: mse(c, y)
     want = np.concatenate([x, np.repeat(x[-1:], 4, 0)], axis=2)
     np.testing.assert_array_equal(m.value("c"), want)
     assert loss == pytest.approx(0.5 * (want ** 2).sum())
+
+
+def test_a_sum_of_losses_is_the_list_of_them():
+    """loss: mse(h, y) + mse(o, y) compiles to the plan the list form does (it was an internal
+    error: the sum's node was emitted as a loss of its own)."""
+    head = ("name: t\ndims: {H: 4}\ninputs:\n  x: {real: 4, axis: t}\n  y: {real: 4, axis: t, target: true}\n"
+            "params:\n  W: {shape: [H, H]}\n  U: {shape: [H, 4]}\n  b: {shape: [H]}\n"
+            "nodes:\n  a: b + U @ x + W @ h[t-1]\n  h: tanh(a)\n  o: a * 2\n")
+    plans = [compile_graph(graphspec.load("t.yaml", head + loss), {"t": 3}, 2)
+             for loss in ("loss: mse(h, y) + mse(o, y)\n", "loss: [mse(h, y), mse(o, y)]\n")]
+    def shape(p):    # the losses' nodes are named loss#1, loss#2 in one and loss, loss1 in the other
+        return [(e.op, e.attrs, [(v.offset, v.rows, v.cols) for v in e.outs + e.ins]) for e in p.eqns]
+    assert shape(plans[0]) == shape(plans[1])
+    assert [v.offset for v in plans[0].losses] == [v.offset for v in plans[1].losses] and len(plans[0].losses) == 2
