@@ -333,3 +333,26 @@ def test_a_batch_without_a_field_an_input_reads_is_refused_by_name():
     assert m.forward({"x": x, "y": x, "x_mask": np.ones((5, 2))}) > 0
     with pytest.raises(KeyError, match=r"the batch has no field 'x_mask' for input 'mask\.t' \(it has: x, y\)"):
         m.forward({"x": x, "y": x})
+
+
+@pytest.mark.parametrize("kind, wd", [("sgd", 0.0), ("sgd", 0.01), ("momentum", 0.01), ("adam", 0.0), ("adam", 0.01)])
+def test_every_optimizer_steps_as_torch_optim_does(kind, wd):
+    """The updates against torch.optim's (an outside reference): sgd and momentum as SGD (weight
+    decay added to the gradient, momentum without dampening), adam as AdamW (decoupled decay,
+    bias correction); five steps of a clipped gradient (scale), float64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    p0 = rng.normal(0, 1, 50)
+    grads = [rng.normal(0, 1, 50) for _ in range(5)]
+    scales = [1.0, 0.5, 1.0, 0.25, 1.0]
+    ours = Optimizer({"optimizer": kind, "weight_decay": wd, "momentum": 0.9}, 50, np.float64)
+    p = p0.copy()
+    tp = torch.tensor(p0, requires_grad=True)
+    ref = (torch.optim.AdamW([tp], lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd) if kind == "adam" else
+           torch.optim.SGD([tp], lr=0.01, momentum=0.9 if kind == "momentum" else 0.0, weight_decay=wd))
+    for g, s in zip(grads, scales):
+        ours.step(p, g, 0.01, scale=s)
+        tp.grad = torch.tensor(g * s)
+        ref.step()
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(p, p0)
